@@ -1,0 +1,59 @@
+# Every target does its own set-up, idempotently: the venvs are (re)built only when their
+# requirement files change.
+PYTHON ?= python3
+VENV := .venv
+AGENT_VENV := .venv-agent
+BIN := $(VENV)/bin
+PIP_FLAGS := --disable-pip-version-check -q
+
+.PHONY: demo test bench agent models lint venv agent-venv wheels clean help
+
+help:
+	@echo "make demo    - set up, then run the demo model family on the default fleet (devices.yaml)"
+	@echo "make test    - set up, then run the whole test suite"
+	@echo "make bench   - measure edgebench itself; figures land in bench/results/"
+	@echo "make agent   - build dist/edgebench-agent.pyz (the zipapp pushed to devices)"
+	@echo "make models  - regenerate models/demo (needs TensorFlow; the result is committed)"
+
+$(VENV)/.stamp: requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements/dev.txt
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+$(AGENT_VENV)/.stamp: requirements/agent.txt
+	test -x $(AGENT_VENV)/bin/python || $(PYTHON) -m venv $(AGENT_VENV)
+	$(AGENT_VENV)/bin/pip install $(PIP_FLAGS) -r requirements/agent.txt
+	touch $@
+
+# Wheels a device can be bootstrapped from without internet (edgebench bootstrap --wheels).
+wheels/.stamp: requirements/agent.txt
+	mkdir -p wheels
+	$(BIN)/pip download $(PIP_FLAGS) -d wheels -r requirements/agent.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+agent-venv: $(AGENT_VENV)/.stamp
+
+dist/edgebench-agent.pyz: $(VENV)/.stamp $(shell find agent -name '*.py' 2>/dev/null)
+	$(BIN)/python -m agent.build dist/edgebench-agent.pyz
+
+agent: dist/edgebench-agent.pyz
+
+demo: $(VENV)/.stamp dist/edgebench-agent.pyz
+	$(BIN)/edgebench run models/demo
+
+test: $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.stamp $(AGENT_VENV)/.stamp dist/edgebench-agent.pyz
+	$(BIN)/python bench/run_all.py
+
+models: $(VENV)/.stamp
+	$(BIN)/python -m controller.demo_models models/demo
+
+lint: $(VENV)/.stamp
+	$(BIN)/ruff check agent controller tests bench
+
+clean:
+	rm -rf dist build *.egg-info .pytest_cache

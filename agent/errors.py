@@ -1,0 +1,37 @@
+"""Exceptions and exit codes of the agent.
+
+One root (:class:`AgentError`). A bad *model* is never an exception that escapes the agent: it becomes
+a result document with status ``error`` / ``crashed`` / ``timeout``. These exceptions are for things the
+caller got wrong (usage) or the device cannot do at all (no runtime).
+"""
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``python -m agent`` (documented in README)."""
+
+    OK = 0  #: every job finished with status ok
+    JOB_FAILED = 1  #: a result document was produced, but some job's status is error/crashed/timeout
+    USAGE = 2  #: bad arguments, a file that does not exist, an unreadable job file
+    NO_RUNTIME = 3  #: no TFLite runtime can be imported on this device (or not the one asked for)
+    BUSY = 4  #: the device lock could not be taken before its deadline
+    INTERNAL = 70  #: a bug in the agent
+
+
+class AgentError(Exception):
+    """Root of the agent's exceptions. ``exit_code`` says how the CLI ends."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class UsageError(AgentError):
+    exit_code = ExitCode.USAGE
+
+
+class NoRuntimeError(AgentError):
+    exit_code = ExitCode.NO_RUNTIME
+
+
+class BusyError(AgentError):
+    exit_code = ExitCode.BUSY

@@ -1,0 +1,74 @@
+"""What one job asks for: a model, threads, runtime, delegate and measurement settings.
+
+A :class:`JobSpec` travels as a JSON object (``to_dict`` / ``from_dict``): the controller writes a list
+of them to a job file that ``python -m agent batch`` reads, and the result document echoes it under
+``job``. Unknown keys are refused, so a typo in a job file is a clear error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from agent.errors import UsageError
+
+RUNTIME_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
+
+
+@dataclass
+class JobSpec:
+    model: str  #: path of the .tflite file on this device
+    id: str = "job"  #: unique within a batch; names the result files
+    threads: int = 1
+    runtime: str = "auto"  #: one of RUNTIME_CHOICES
+    xnnpack: bool = True  #: False = run without the default XNNPACK delegate
+    # Measurement rules (DESIGN.md): at least `warmup` runs AND `warmup_min_seconds`; at least `runs`
+    # AND `min_seconds`, capped by `max_seconds`.
+    warmup: int = 1
+    warmup_min_seconds: float = 0.5
+    runs: int = 50
+    min_seconds: float = 1.0
+    max_seconds: float = 150.0
+    timeout: float = 600.0  #: deadline of the worker process, seconds
+    seed: int = 0  #: seed of the random inputs
+    inputs: Optional[str] = None  #: .npy/.npz of float (or exact-dtype) input data
+    input_shapes: Dict[str, List[int]] = field(default_factory=dict)  #: resize of dynamic inputs
+    save_outputs: Optional[str] = None  #: .npz path: outputs of the inputs file (or of the random input)
+    # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "JobSpec":
+        """Build a spec from a JSON object. Raises UsageError naming any unknown or missing key."""
+        if not isinstance(data, dict):
+            raise UsageError(f"a job must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown job key(s) {unknown}; known keys: {sorted(known)}")
+        if "model" not in data:
+            raise UsageError("a job needs a 'model' path")
+        spec = cls(**data)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Raise UsageError when a setting is out of range."""
+        if self.runtime not in RUNTIME_CHOICES:
+            raise UsageError(f"runtime must be one of {RUNTIME_CHOICES}, got {self.runtime!r}")
+        if int(self.threads) < 1:
+            raise UsageError(f"threads must be >= 1, got {self.threads}")
+        for name in ("runs", "warmup"):
+            if int(getattr(self, name)) < 0:
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.runs < 1:
+            raise UsageError("runs must be >= 1")
+        for name in ("min_seconds", "warmup_min_seconds", "max_seconds", "timeout"):
+            if float(getattr(self, name)) < 0:
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.timeout <= 0:
+            raise UsageError("timeout must be > 0")

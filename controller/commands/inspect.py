@@ -1,0 +1,12 @@
+"""`edgebench inspect` (placeholder until its issue lands; replace this whole module)."""
+
+from controller.errors import UsageError
+
+
+def register(sub):
+    p = sub.add_parser("inspect", help="(not yet implemented)")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    raise UsageError("'inspect' is not implemented yet")
