@@ -1,0 +1,26 @@
+"""Shared fixtures of the edgebench test suite.
+
+``test_models``: name -> Path of tiny real .tflite models made by ``tests/modelgen.py`` with the real
+TensorFlow converter, generated once per modelgen source hash into ``build/test-models/<hash>/``.
+See ``tests/modelgen.py`` (``MODELS``, ``PURPOSE``, ``BAD_MODELS``) and docs/internals.md "Test models".
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests import modelgen  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def test_models() -> Dict[str, Path]:
+    """name -> path of every test model (see ``modelgen.MODELS``); generated at most once per source."""
+    return modelgen.ensure_models()
