@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
@@ -17,10 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests import modelgen  # noqa: E402
+from tests import modelgen
 
 
 @pytest.fixture(scope="session")
-def test_models() -> Dict[str, Path]:
+def test_models() -> dict[str, Path]:
     """name -> path of every test model (see ``modelgen.MODELS``); generated at most once per source."""
     return modelgen.ensure_models()

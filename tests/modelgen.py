@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable
 
 import numpy as np
 
@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "build" / "test-models"
 
 # name -> (builder, one-line purpose). Filled by the @model decorator below.
-MODELS: Dict[str, Callable[[], bytes]] = {}
-PURPOSE: Dict[str, str] = {}
+MODELS: dict[str, Callable[[], bytes]] = {}
+PURPOSE: dict[str, str] = {}
 
 # Names of the models that a TFLite runtime must refuse (status "error"), with the error.kind expected.
 BAD_MODELS = {
@@ -47,13 +47,13 @@ def model(purpose: str) -> Callable[[Callable[[], bytes]], Callable[[], bytes]]:
 
 
 def _tf():
-    import tensorflow as tf  # noqa: PLC0415 - heavy, only in the generator process
+    import tensorflow as tf
 
     tf.random.set_seed(0)
     return tf
 
 
-def _weights(shape: List[int], seed: int, scale: float = 0.3) -> np.ndarray:
+def _weights(shape: list[int], seed: int, scale: float = 0.3) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
 
 
@@ -91,7 +91,7 @@ def _convert(tf, concrete, **options) -> bytes:
     return converter.convert()
 
 
-def _representative(shape: List[int], seed: int = 7, count: int = 16):
+def _representative(shape: list[int], seed: int = 7, count: int = 16):
     rng = np.random.default_rng(seed)
 
     def gen():
@@ -309,7 +309,7 @@ def source_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
-def ensure_models(cache_root: Path = DEFAULT_CACHE, timeout: float = 600.0) -> Dict[str, Path]:
+def ensure_models(cache_root: Path = DEFAULT_CACHE, timeout: float = 600.0) -> dict[str, Path]:
     """Return name -> path of every model, generating them once per source hash under ``cache_root``.
 
     Generation runs ``python tests/modelgen.py`` in a subprocess (TensorFlow never enters the caller)
@@ -341,7 +341,7 @@ def ensure_models(cache_root: Path = DEFAULT_CACHE, timeout: float = 600.0) -> D
     return {name: target / entry["file"] for name, entry in sorted(index.items())}
 
 
-def generate(out_dir: Path, names: List[str] = None) -> Dict[str, dict]:
+def generate(out_dir: Path, names: list[str] | None = None) -> dict[str, dict]:
     """Write the models named (default: all) into ``out_dir`` and ``models.json``; return the index."""
     out_dir.mkdir(parents=True, exist_ok=True)
     index = {}
