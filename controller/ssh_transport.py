@@ -1,0 +1,405 @@
+"""A device over SSH (paramiko): one connection per device, reused for all of its work.
+
+Trust model: host keys are checked strictly. A key that is not in the known_hosts file in use is refused
+(:class:`~controller.errors.HostKeyError`, showing its SHA256 fingerprint and the command that trusts
+it: ``edgebench devices --trust NAME``); a key that differs from the recorded one is refused the same
+way. Authentication is by key only: ``identity_file``, the keys ssh-agent holds, or the default
+``~/.ssh/id_*`` files. Remote commands are built by :func:`controller.transport.shell_command`, the one
+quoting function. Deadlines: connect, banner and auth each wait at most ``connect_timeout``; every
+command at most its own timeout; keepalives every few seconds and a dead transport is noticed by the
+command loop.
+
+Settings come, highest first, from the device entry, then the ssh config file (``ssh_config`` key or
+``~/.ssh/config``: HostName, Port, User, IdentityFile, ProxyJump, UserKnownHostsFile), then SSH's
+defaults.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import select
+import socket
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from controller.errors import DeviceError, HostKeyError
+from controller.inventory import Device
+from controller.transport import (
+    TAIL_CHARS,
+    ByteCallback,
+    CommandResult,
+    CommandTimeout,
+    LineCallback,
+    Transport,
+    shell_command,
+)
+
+KEEPALIVE_SECONDS = 5
+DEFAULT_SSH_CONFIG = "~/.ssh/config"
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect, after the ssh config was applied."""
+
+    host: str  #: the name the user gave (alias or address)
+    hostname: str  #: the address actually dialled
+    port: int
+    user: str | None
+    identity_files: tuple[str, ...]
+    known_hosts: str
+    proxy_jump: str | None
+
+    @property
+    def host_key_name(self) -> str:
+        """The name of this host in known_hosts (``[host]:port`` unless the port is 22)."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def fingerprint(key) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint of a paramiko public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def resolve_endpoint(device: Device, host: str | None = None) -> Endpoint:
+    """Apply the ssh config to ``device`` (or to the gateway ``host``, ``[user@]host[:port]``).
+
+    Device keys win over the ssh config; the config wins over SSH's defaults. Raises ConfigError-like
+    DeviceError when the ssh config file given in the inventory does not exist.
+    """
+    import paramiko
+
+    user = port = None
+    if host is None:
+        name, user, port = device.host or device.name, device.user, device.port
+    else:
+        name = host
+        if "@" in name:
+            user, name = name.rsplit("@", 1)
+        if name.count(":") == 1:
+            name, port_text = name.split(":")
+            port = int(port_text)
+    config_path = device.ssh_config or os.path.expanduser(DEFAULT_SSH_CONFIG)
+    options: dict = {}
+    if os.path.isfile(config_path):
+        options = paramiko.SSHConfig.from_path(config_path).lookup(name)
+    elif device.ssh_config:
+        raise DeviceError(device.name, f"ssh config {device.ssh_config!r} (key 'ssh_config') does not exist",
+                          kind="config")
+    # A gateway is tried with the device's key too: one lab key is the common case.
+    identity: list[str] = [device.identity_file] if device.identity_file else []
+    identity += [os.path.expanduser(p) for p in options.get("identityfile", [])]
+    known = device.known_hosts or options.get("userknownhostsfile", "").split(" ")[0] or DEFAULT_KNOWN_HOSTS
+    jump = options.get("proxyjump") if host is None else None
+    if host is None and device.proxy_jump:
+        jump = device.proxy_jump
+    return Endpoint(
+        host=name,
+        hostname=options.get("hostname", name),
+        port=int(port or options.get("port", 22)),
+        user=user or options.get("user"),
+        identity_files=tuple(identity),
+        known_hosts=os.path.expanduser(known),
+        proxy_jump=jump if jump and jump.lower() != "none" else None,
+    )
+
+
+class _RefuseUnknownKey:
+    """paramiko policy: refuse a host key not in known_hosts, showing its fingerprint and the fix."""
+
+    def __init__(self, device: Device, endpoint: Endpoint):
+        self.device = device
+        self.endpoint = endpoint
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        raise HostKeyError(
+            self.device.name,
+            f"host key of {hostname} is not known ({key.get_name()} {fingerprint(key)}); not connecting. "
+            f"If this is the right device, trust it with `edgebench devices --trust {self.device.name}` "
+            f"(records it in {self.endpoint.known_hosts})",
+            kind="host_key",
+        )
+
+
+class SSHTransport(Transport):
+    """One paramiko connection (plus one SFTP session on it) to one device."""
+
+    def __init__(self, device: Device):
+        super().__init__(device)
+        self.endpoint = resolve_endpoint(device)
+        self._client = None
+        self._jump = None
+        self._sftp = None
+        self._home: str | None = None
+        self._fingerprint: str | None = None
+
+    @property
+    def host_key_fingerprint(self) -> str | None:
+        return self._fingerprint
+
+    def connect(self) -> None:
+        sock = None
+        if self.endpoint.proxy_jump:
+            gateway = resolve_endpoint(self.device, self.endpoint.proxy_jump)
+            self._jump = _connect_client(self.device, gateway, None)
+            try:
+                sock = self._jump.get_transport().open_channel(
+                    "direct-tcpip",
+                    (self.endpoint.hostname, self.endpoint.port),
+                    ("127.0.0.1", 0),
+                    timeout=self.device.connect_timeout,
+                )
+            except Exception as exc:  # paramiko raises ChannelException / SSHException / OSError
+                self.close()
+                raise DeviceError(
+                    self.device.name,
+                    f"gateway {self.endpoint.proxy_jump} could not reach "
+                    f"{self.endpoint.hostname}:{self.endpoint.port}: {exc}",
+                    kind="unreachable",
+                ) from exc
+        try:
+            self._client = _connect_client(self.device, self.endpoint, sock)
+            self._fingerprint = fingerprint(self._client.get_transport().get_remote_server_key())
+            self._sftp = self._client.open_sftp()
+            self._sftp.get_channel().settimeout(self.device.command_timeout)
+        except Exception:
+            self.close()
+            raise
+
+    def _transport(self):
+        if self._client is None:
+            raise DeviceError(self.device.name, "not connected", kind="unreachable")
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise DeviceError(self.device.name, "the SSH connection was lost", kind="unreachable")
+        return transport
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        on_line: LineCallback | None = None,
+    ) -> CommandResult:
+        command = shell_command(argv)
+        start = time.monotonic()
+        deadline = start + timeout
+        try:
+            channel = self._transport().open_session(timeout=min(timeout, self.device.connect_timeout))
+            channel.exec_command(command)
+            channel.shutdown_write()
+        except DeviceError:
+            raise
+        except Exception as exc:
+            raise DeviceError(self.device.name, f"cannot start {command!r}: {exc}", kind="unreachable") from exc
+        out = bytearray()
+        pending = b""
+        err = bytearray()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommandTimeout(self.device.name, argv, timeout, err.decode("utf-8", "replace"))
+                while channel.recv_ready():
+                    data = channel.recv(65536)
+                    out += data
+                    pending += data
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        if on_line is not None:
+                            on_line(line.decode("utf-8", "replace"))
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                    del err[: max(0, len(err) - 4 * TAIL_CHARS)]
+                drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+                if channel.exit_status_ready() and drained and (channel.eof_received or channel.closed):
+                    break
+                if not self._client.get_transport().is_active():
+                    raise DeviceError(self.device.name, f"connection lost while running {command!r}",
+                                      kind="unreachable")
+                select.select([channel], [], [], min(remaining, 1.0))
+            if pending and on_line is not None:
+                on_line(pending.decode("utf-8", "replace"))
+            code = channel.recv_exit_status()
+        finally:
+            channel.close()
+        return CommandResult(
+            list(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")[-TAIL_CHARS:],
+            time.monotonic() - start,
+        )
+
+    def _sftp_call(self, what: str, func, *args, **kwargs):
+        self._transport()
+        try:
+            return func(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
+            raise DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind) from exc
+        except socket.timeout as exc:
+            raise DeviceError(self.device.name, f"{what} timed out", kind="timeout") from exc
+
+    def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
+        callback = (lambda sent, total: on_bytes(sent)) if on_bytes else None
+        attrs = self._sftp_call(f"upload of {local} to {remote}", self._sftp.put, local, remote,
+                                callback=callback, confirm=True)
+        self.bytes_sent += attrs.st_size
+        return attrs.st_size
+
+    def put_bytes(self, data: bytes, remote: str) -> int:
+        def write() -> None:
+            with self._sftp.open(remote, "wb") as fh:
+                fh.write(data)
+
+        self._sftp_call(f"writing {remote}", write)
+        self.bytes_sent += len(data)
+        return len(data)
+
+    def get(self, remote: str, local: str) -> int:
+        self._sftp_call(f"download of {remote}", self._sftp.get, remote, local)
+        return os.path.getsize(local)
+
+    def exists(self, remote: str) -> bool:
+        try:
+            self._sftp_call(f"stat of {remote}", self._sftp.stat, remote)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def makedirs(self, remote: str) -> None:
+        parts = remote.rstrip("/").split("/")
+        for i in range(2, len(parts) + 1):
+            path = "/".join(parts[:i])
+            try:
+                attrs = self._sftp_call(f"stat of {path}", self._sftp.stat, path)
+            except FileNotFoundError:
+                self._sftp_call(f"mkdir {path}", self._sftp.mkdir, path)
+                continue
+            if not stat.S_ISDIR(attrs.st_mode):
+                raise DeviceError(self.device.name, f"{path} exists and is not a directory", kind="workdir")
+
+    def rename(self, src: str, dst: str) -> None:
+        self._sftp_call(f"rename {src} -> {dst}", self._sftp.posix_rename, src, dst)
+
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self._sftp_call("resolving the home directory", self._sftp.normalize, ".")
+        return self._home
+
+    def close(self) -> None:
+        for obj in (self._sftp, self._client, self._jump):
+            if obj is not None:
+                obj.close()
+        self._sftp = self._client = self._jump = None
+
+
+def _connect_client(device: Device, endpoint: Endpoint, sock):
+    """A connected, authenticated paramiko SSHClient with strict host-key checking.
+
+    Raises HostKeyError (unknown / changed key), DeviceError kind "auth" (refused) or "unreachable".
+    """
+    import paramiko
+
+    client = paramiko.SSHClient()
+    if os.path.isfile(endpoint.known_hosts):
+        client.load_host_keys(endpoint.known_hosts)
+    client.set_missing_host_key_policy(_RefuseUnknownKey(device, endpoint))
+    where = f"{endpoint.user + '@' if endpoint.user else ''}{endpoint.hostname}:{endpoint.port}"
+    try:
+        client.connect(
+            endpoint.hostname,
+            port=endpoint.port,
+            username=endpoint.user,
+            key_filename=list(endpoint.identity_files) or None,
+            look_for_keys=not endpoint.identity_files,
+            allow_agent=True,
+            timeout=device.connect_timeout,
+            banner_timeout=device.connect_timeout,
+            auth_timeout=device.connect_timeout,
+            channel_timeout=device.connect_timeout,
+            sock=sock,
+        )
+    except HostKeyError:
+        client.close()
+        raise
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            device.name,
+            f"host key of {endpoint.host_key_name} CHANGED: {endpoint.known_hosts} has "
+            f"{fingerprint(exc.expected_key)}, the device offers {exc.key.get_name()} {fingerprint(exc.key)}. "
+            "Someone may be intercepting the connection; if the device was reinstalled, trust the new key "
+            f"with `edgebench devices --trust {device.name}`",
+            kind="host_key",
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        keys = ", ".join(endpoint.identity_files) or "ssh-agent / ~/.ssh/id_*"
+        raise DeviceError(device.name, f"authentication refused at {where} (keys tried: {keys}): {exc}",
+                          kind="auth") from exc
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        client.close()
+        raise DeviceError(device.name, f"cannot connect to {where}: {exc or type(exc).__name__}",
+                          kind="unreachable") from exc
+    client.get_transport().set_keepalive(KEEPALIVE_SECONDS)
+    return client
+
+
+def trust_host_key(device: Device) -> tuple[str, str, str | None]:
+    """Fetch the device's host key and record it in the known_hosts file in use.
+
+    Returns (known_hosts path, new fingerprint, replaced fingerprint or None). A changed key replaces the
+    old entry (the user named this device explicitly). Raises DeviceError when the device (or its
+    gateway) cannot be reached.
+    """
+    import paramiko
+
+    endpoint = resolve_endpoint(device)
+    jump = None
+    try:
+        if endpoint.proxy_jump:
+            jump = _connect_client(device, resolve_endpoint(device, endpoint.proxy_jump), None)
+            sock = jump.get_transport().open_channel(
+                "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0),
+                timeout=device.connect_timeout,
+            )
+        else:
+            sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=device.connect_timeout)
+        transport = paramiko.Transport(sock)
+        try:
+            transport.banner_timeout = device.connect_timeout
+            transport.start_client(timeout=device.connect_timeout)
+            key = transport.get_remote_server_key()
+        finally:
+            transport.close()
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        raise DeviceError(device.name, f"cannot reach {endpoint.host_key_name} to fetch its host key: {exc}",
+                          kind="unreachable") from exc
+    finally:
+        if jump is not None:
+            jump.close()
+    keys = paramiko.HostKeys()
+    if os.path.isfile(endpoint.known_hosts):
+        keys.load(endpoint.known_hosts)
+    old = keys.lookup(endpoint.host_key_name) or {}
+    replaced = fingerprint(old[key.get_name()]) if key.get_name() in old else None
+    if replaced == fingerprint(key):
+        replaced = None
+    name = endpoint.host_key_name
+    for entry in list(keys._entries):  # paramiko keeps no public API to drop a host's entries
+        if entry.key.get_name() == key.get_name() and any(
+            h == name or (h.startswith("|1|") and paramiko.HostKeys.hash_host(name, h) == h)
+            for h in entry.hostnames
+        ):
+            keys._entries.remove(entry)
+    keys.add(endpoint.host_key_name, key.get_name(), key)
+    os.makedirs(os.path.dirname(os.path.abspath(endpoint.known_hosts)), exist_ok=True)
+    keys.save(endpoint.known_hosts)
+    return endpoint.known_hosts, fingerprint(key), replaced
