@@ -17,6 +17,7 @@ class ExitCode(enum.IntEnum):
     NO_RUNTIME = 3  #: no TFLite runtime can be imported on this device (or not the one asked for)
     BUSY = 4  #: the device lock could not be taken before its deadline
     INTERNAL = 70  #: a bug in the agent
+    INTERRUPTED = 130  #: Ctrl-C / SIGINT; batch results written so far are kept
 
 
 class AgentError(Exception):
@@ -35,3 +36,17 @@ class NoRuntimeError(AgentError):
 
 class BusyError(AgentError):
     exit_code = ExitCode.BUSY
+
+
+class JobFailed(AgentError):
+    """Raised inside a worker when the job cannot be measured (bad model, bad inputs, runtime error).
+
+    Never escapes the worker: it becomes a result document with status ``error`` and
+    ``error.kind = kind`` (one of the kinds listed in ``agent.schema``). The message says what to do.
+    """
+
+    exit_code = ExitCode.JOB_FAILED
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from agent.errors import UsageError
 
@@ -32,17 +32,17 @@ class JobSpec:
     max_seconds: float = 150.0
     timeout: float = 600.0  #: deadline of the worker process, seconds
     seed: int = 0  #: seed of the random inputs
-    inputs: Optional[str] = None  #: .npy/.npz of float (or exact-dtype) input data
-    input_shapes: Dict[str, List[int]] = field(default_factory=dict)  #: resize of dynamic inputs
-    save_outputs: Optional[str] = None  #: .npz path: outputs of the inputs file (or of the random input)
+    inputs: str | None = None  #: .npy/.npz of float (or exact-dtype) input data
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  #: resize of dynamic inputs
+    save_outputs: str | None = None  #: .npz path: outputs of the inputs file (or of the random input)
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
-    meta: Dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build a spec from a JSON object. Raises UsageError naming any unknown or missing key."""
         if not isinstance(data, dict):
             raise UsageError(f"a job must be a JSON object, got {type(data).__name__}")

@@ -1,0 +1,103 @@
+"""A batch of jobs on one device: one at a time, each in its own worker, under the device lock.
+
+``python -m agent batch JOBS.json --out DIR`` (see docs/internals.md). Every job's document is written
+to ``DIR/<id>.json`` atomically as soon as the job ends, so an interrupted batch keeps what finished.
+Progress goes to ``emit`` as small dicts (the CLI prints them as JSON lines). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from agent.errors import UsageError
+from agent.job import JobSpec
+from agent.lock import DeviceLock
+from agent.runner import RunnerOptions, run_job
+from agent.schema import write_json_atomic
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+@dataclass
+class BatchOptions:
+    jobs_file: str
+    out_dir: str
+    lock: str | None = None  #: flock this file for the whole batch (None: no lock)
+    lock_timeout: float = 60.0
+    shuffle_seed: int | None = None  #: shuffle the job order with this seed (None: file order)
+    cooldown: float = 0.0  #: seconds to sleep between two jobs
+    runner: RunnerOptions = field(default_factory=RunnerOptions)
+
+
+def load_jobs(path: str) -> list:
+    """The JobSpecs of a job file (a JSON list of objects). Raises UsageError naming the file and the job
+    when the file is unreadable, not a list, holds a bad job, or repeats an id."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise UsageError(f"job file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise UsageError(f"job file {path} must hold a JSON list of jobs, got {type(data).__name__}")
+    specs, seen = [], set()
+    for i, item in enumerate(data):
+        try:
+            spec = JobSpec.from_dict(item)
+        except (UsageError, TypeError, ValueError) as exc:
+            raise UsageError(f"job file {path}, job #{i}: {exc}") from exc
+        if not _ID.match(str(spec.id)):
+            raise UsageError(f"job file {path}, job #{i}: id {spec.id!r} must be 1-200 of A-Z a-z 0-9 . _ - "
+                             "(it names the result file)")
+        if spec.id in seen:
+            raise UsageError(f"job file {path}: id {spec.id!r} is used twice; ids must be unique")
+        seen.add(spec.id)
+        specs.append(spec)
+    return specs
+
+
+def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
+    """Run every job of ``options.jobs_file``; return their documents in run order.
+
+    Raises UsageError (bad job file, unwritable out dir) before any job runs, BusyError when the lock
+    is not free within ``lock_timeout``. A failing job is a document, never an exception.
+    """
+    specs = load_jobs(options.jobs_file)
+    out = Path(options.out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
+    order = list(specs)
+    if options.shuffle_seed is not None:
+        random.Random(options.shuffle_seed).shuffle(order)
+    lock = DeviceLock(options.lock, options.lock_timeout) if options.lock else None
+    if lock:
+        lock.acquire()
+    try:
+        return _run_all(order, out, options, emit)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict], None]) -> list:
+    docs = []
+    for index, spec in enumerate(order):
+        if index and options.cooldown > 0:
+            time.sleep(options.cooldown)
+        emit({"event": "start", "id": spec.id, "index": index, "total": len(order)})
+        doc = run_job(spec, options.runner)
+        doc["batch"] = {"index": index, "total": len(order), "shuffle_seed": options.shuffle_seed,
+                        "cooldown_s": options.cooldown}
+        path = out / f"{spec.id}.json"
+        write_json_atomic(path, doc)
+        docs.append(doc)
+        emit({"event": "done", "id": spec.id, "status": doc["status"], "file": str(path)})
+    return docs

@@ -1,0 +1,186 @@
+"""``python -m agent`` / ``python3 edgebench-agent.pyz``: run, info, batch (and the hidden _worker).
+
+The ONE place where the agent's exceptions become exit codes (``agent.errors.ExitCode``) and where
+logging is configured. Imports are lazy: ``--help`` and ``info`` import neither numpy nor a runtime;
+``run`` and ``batch`` import them only in the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from agent import __version__
+from agent.errors import AgentError, ExitCode, UsageError
+
+EPILOG = """exit codes:
+  0   every job finished with status ok
+  1   a result document was produced, but some job's status is error / crashed / timeout
+  2   usage error (bad arguments, missing file, bad job file)
+  3   no TFLite runtime can be imported (or not the one asked for)
+  4   the device lock could not be taken before its deadline
+  70  internal error (a bug in the agent)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns every exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgebench-agent", description="Measure TFLite models on this device: each job in "
+                     "a fresh worker process with a deadline.", epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgebench-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the agent does (stderr)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="measure one model (one job) and print its result document",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("model", metavar="MODEL.tflite")
+    run.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    run.add_argument("--runs", type=int, default=50, help="at least this many timed runs (default 50)")
+    run.add_argument("--warmup", type=int, default=1, help="at least this many warmup runs (default 1)")
+    run.add_argument("--warmup-min-seconds", type=float, default=0.5, help="and warm up this long (0.5)")
+    run.add_argument("--min-seconds", type=float, default=1.0, help="and time for at least this long (1.0)")
+    run.add_argument("--max-seconds", type=float, default=150.0, help="cap of warmup and timed runs (150)")
+    run.add_argument("--inputs", metavar="FILE.npz", help=".npy/.npz input data (float data is quantized for "
+                     "int8/uint8 inputs); default: seeded random inputs")
+    run.add_argument("--input-shape", action="append", default=[], metavar="NAME=1,2,3",
+                     help="resize a dynamic input (repeatable)")
+    run.add_argument("--save-outputs", metavar="FILE.npz", help="write every output (dequantized + raw/...)")
+    run.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime",
+                                                           "tensorflow"))
+    run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
+    run.add_argument("--timeout", type=float, default=600.0, help="deadline of the worker, seconds (600)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
+    run.add_argument("--json", action="store_true", help="print the result document as JSON")
+
+    info = sub.add_parser("info", help="this device's environment and every runtime it can load")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--workdir", default=".", help="report the free disk space of this folder (.)")
+
+    batch = sub.add_parser("batch", help="run a JSON list of jobs under the device lock",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("jobs", metavar="JOBS.json")
+    batch.add_argument("--out", required=True, metavar="DIR", help="write DIR/<id>.json per job")
+    batch.add_argument("--lock", metavar="PATH", help="flock this file while the batch runs")
+    batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
+    batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
+    batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0)")
+
+    worker = sub.add_parser("_worker")  # internal: one job in this process (started by the runner)
+    worker.add_argument("job_file")
+    worker.add_argument("result_file")
+    return parser
+
+
+def _parse_shapes(items: list) -> dict:
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            values = [int(d) for d in dims.split(",")]
+        except ValueError:
+            values = []
+        if not sep or not name or not values or min(values) < 1:
+            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
+                             "seq=1,12,4")
+        shapes[name] = values
+    return shapes
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent import runtimes
+    from agent.job import JobSpec
+    from agent.runner import run_job
+    from agent.summary import job_summary
+
+    for label, path in (("model", args.model), ("--inputs", args.inputs)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{label} file {path} does not exist")
+    runtimes.choose(args.runtime)  # NoRuntimeError (exit 3) before starting a worker
+    spec = JobSpec(model=str(Path(args.model).resolve()), id=Path(args.model).stem, threads=args.threads,
+                   runtime=args.runtime, xnnpack=not args.no_xnnpack, warmup=args.warmup,
+                   warmup_min_seconds=args.warmup_min_seconds, runs=args.runs, min_seconds=args.min_seconds,
+                   max_seconds=args.max_seconds, timeout=args.timeout, seed=args.seed,
+                   inputs=str(Path(args.inputs).resolve()) if args.inputs else None,
+                   input_shapes=_parse_shapes(args.input_shape),
+                   save_outputs=str(Path(args.save_outputs).resolve()) if args.save_outputs else None)
+    spec.validate()
+    doc = run_job(spec)
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        sys.stdout.write(job_summary(doc) + "\n")
+    return _exit_code([doc])
+
+
+def _exit_code(docs: list) -> int:
+    if any((d.get("error") or {}).get("kind") == "no_runtime" for d in docs):
+        return ExitCode.NO_RUNTIME
+    return ExitCode.OK if all(d["status"] == "ok" for d in docs) else ExitCode.JOB_FAILED
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from agent.info import collect, summary
+
+    doc = collect(args.workdir)
+    sys.stdout.write((json.dumps(doc, indent=1) if args.json else summary(doc)) + "\n")
+    return ExitCode.OK if any(r["ok"] for r in doc["runtimes"]) else ExitCode.NO_RUNTIME
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from agent.batch import BatchOptions, run_batch
+
+    def emit(event: dict) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    options = BatchOptions(jobs_file=args.jobs, out_dir=args.out, lock=args.lock,
+                           lock_timeout=args.lock_timeout, shuffle_seed=args.shuffle_seed,
+                           cooldown=args.cooldown)
+    return _exit_code(run_batch(options, emit))
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from agent.worker import main as worker_main
+
+    return worker_main(args.job_file, args.result_file)
+
+
+COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch, "_worker": _cmd_worker}
+
+
+def main(argv: list | None = None) -> int:
+    """Parse ``argv`` (default sys.argv[1:]), run the command, return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return ExitCode.USAGE
+    except SystemExit as exc:  # --help / --version
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s agent: %(message)s", stream=sys.stderr)
+    if not args.command:
+        build_parser().print_help(sys.stderr)
+        return ExitCode.USAGE
+    try:
+        return int(COMMANDS[args.command](args))
+    except AgentError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted (finished results are kept)\n")
+        return ExitCode.INTERRUPTED
+    except Exception:  # a bug: say so with the traceback, exit 70
+        logging.getLogger("agent").exception("internal error (a bug in the agent)")
+        return ExitCode.INTERNAL

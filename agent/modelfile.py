@@ -1,0 +1,159 @@
+"""The .tflite file itself: identity (sha256, bytes) and a bounds check of its flatbuffer structure.
+
+Some runtimes crash (tflite-runtime 2.14 segfaults on a truncated model) or fail with an unhelpful
+message (a UnicodeDecodeError on random bytes) instead of raising a clear error. So before a runtime
+sees a file, :func:`check` walks the parts of the TFLite flatbuffer the interpreter reads first —
+the Model table, its operator codes, subgraphs (tensors, operators) and buffers — and checks that every
+offset and vector stays inside the file. It is not a full flatbuffer verifier; it catches files that
+are not TFLite models at all and files cut short. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+from agent.errors import JobFailed
+
+FILE_IDENTIFIER = b"TFL3"
+_MIN_BYTES = 16
+
+# Field numbers in tensorflow/compiler/mlir/lite/schema/schema.fbs (stable since schema v3).
+_MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = 1, 2, 3, 4
+_OPCODE_CUSTOM_CODE = 1
+_SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 0, 1, 2, 3
+_TENSOR_SHAPE, _TENSOR_NAME = 0, 3
+_OPERATOR_INPUTS, _OPERATOR_OUTPUTS = 1, 2
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of the file's bytes. Raises OSError when it cannot be read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Truncated(Exception):
+    """An offset or length points outside the file (internal to this module)."""
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.size = len(data)
+
+    def _need(self, pos: int, length: int, what: str) -> None:
+        if pos < 0 or length < 0 or pos + length > self.size:
+            raise _Truncated(f"{what} at byte {pos} (+{length}) lies outside the file ({self.size} bytes)")
+
+    def u32(self, pos: int, what: str) -> int:
+        self._need(pos, 4, what)
+        return struct.unpack_from("<I", self.data, pos)[0]
+
+    def field(self, table: int, index: int, what: str) -> int:
+        """Absolute position of field ``index`` of the table at ``table``, or 0 when absent."""
+        self._need(table, 4, what)
+        vtable = table - struct.unpack_from("<i", self.data, table)[0]
+        self._need(vtable, 4, f"{what} vtable")
+        vt_size, table_size = struct.unpack_from("<HH", self.data, vtable)
+        self._need(vtable, vt_size, f"{what} vtable")
+        self._need(table, table_size, what)
+        slot = 4 + 2 * index
+        if slot + 2 > vt_size:
+            return 0
+        offset = struct.unpack_from("<H", self.data, vtable + slot)[0]
+        return table + offset if offset else 0
+
+    def ref(self, table: int, index: int, what: str) -> int:
+        """Target of an offset field (table, vector or string), or 0 when the field is absent."""
+        pos = self.field(table, index, what)
+        return pos + self.u32(pos, what) if pos else 0
+
+    def vector(self, start: int, element_size: int, what: str) -> list[int]:
+        """Element positions of the vector at ``start`` (after checking it fits)."""
+        length = self.u32(start, what)
+        self._need(start + 4, length * element_size, what)
+        return [start + 4 + i * element_size for i in range(length)]
+
+    def string(self, start: int, what: str) -> str:
+        length = self.u32(start, what)
+        self._need(start + 4, length, what)
+        return self.data[start + 4:start + 4 + length].decode("utf-8", "replace")
+
+    def tables(self, table: int, index: int, what: str) -> list[int]:
+        start = self.ref(table, index, what)
+        if not start:
+            return []
+        return [pos + self.u32(pos, what) for pos in self.vector(start, 4, what)]
+
+    def u64(self, table: int, index: int, what: str) -> int:
+        pos = self.field(table, index, what)
+        if not pos:
+            return 0
+        self._need(pos, 8, what)
+        return struct.unpack_from("<Q", self.data, pos)[0]
+
+
+def check(path: Path) -> list[str]:
+    """Check that ``path`` holds a complete TFLite flatbuffer; return the custom op names it uses.
+
+    Raises JobFailed(kind="missing_model") when the file cannot be read and JobFailed(kind="not_a_model")
+    when it is not a TFLite model or is cut short; the message names the file and what to do.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise JobFailed("missing_model", f"cannot read model file {path}: {exc.strerror or exc}; "
+                        "check the path (on a device: was the model pushed?)") from exc
+    advice = "re-copy or re-convert the model (compare its sha256 with the original)"
+    if len(data) < _MIN_BYTES or data[4:8] != FILE_IDENTIFIER:
+        raise JobFailed("not_a_model", f"{path} is not a TFLite model: it does not carry the TFLite "
+                        f"flatbuffer identifier {FILE_IDENTIFIER.decode()!r} at byte 4 "
+                        f"({len(data)} bytes); pass a .tflite file produced by a TFLite converter")
+    reader = _Reader(data)
+    try:
+        return _walk(reader)
+    except _Truncated as exc:
+        raise JobFailed("not_a_model", f"{path} is truncated or corrupt: {exc}; {advice}") from exc
+
+
+def _walk(r: _Reader) -> list[str]:
+    model = r.u32(0, "root table offset")
+    custom: list[str] = []
+    for opcode in r.tables(model, _MODEL_OPERATOR_CODES, "operator code"):
+        name = r.ref(opcode, _OPCODE_CUSTOM_CODE, "custom op name")
+        if name:
+            custom.append(r.string(name, "custom op name"))
+    description = r.ref(model, _MODEL_DESCRIPTION, "description")
+    if description:
+        r.vector(description, 1, "description")
+    subgraphs = r.tables(model, _MODEL_SUBGRAPHS, "subgraph")
+    if not subgraphs:
+        raise _Truncated("the model has no subgraph")
+    for subgraph in subgraphs:
+        for index in (_SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS):
+            start = r.ref(subgraph, index, "subgraph inputs/outputs")
+            if start:
+                r.vector(start, 4, "subgraph inputs/outputs")
+        for tensor in r.tables(subgraph, _SUBGRAPH_TENSORS, "tensor"):
+            for index, what in ((_TENSOR_SHAPE, "tensor shape"), (_TENSOR_NAME, "tensor name")):
+                start = r.ref(tensor, index, what)
+                if start:
+                    r.vector(start, 4 if index == _TENSOR_SHAPE else 1, what)
+        for operator in r.tables(subgraph, _SUBGRAPH_OPERATORS, "operator"):
+            for index in (_OPERATOR_INPUTS, _OPERATOR_OUTPUTS):
+                start = r.ref(operator, index, "operator inputs/outputs")
+                if start:
+                    r.vector(start, 4, "operator inputs/outputs")
+    for buffer in r.tables(model, _MODEL_BUFFERS, "buffer"):
+        start = r.ref(buffer, _BUFFER_DATA, "buffer data")
+        if start:
+            r.vector(start, 1, "buffer data")
+        offset, size = r.u64(buffer, _BUFFER_OFFSET, "buffer"), r.u64(buffer, _BUFFER_SIZE, "buffer")
+        if offset > 1:  # large models keep weights after the flatbuffer, addressed from file start
+            r._need(offset, size, "external buffer data")
+    return custom

@@ -1,0 +1,161 @@
+"""Run one job in a fresh worker process with a deadline, and classify how it ended.
+
+Trust model: the runner trusts the worker's *document* only when the worker exited normally. A worker
+killed by a signal is ``crashed`` (signal name + stderr tail); one past ``job.timeout`` is killed with
+its whole process group and reported ``timeout``. In both cases the document is the worker's last
+checkpoint (model and runtime known once loaded) or, failing that, one built here. The runner itself
+imports only the standard library: a bad model can never take the agent process down.
+
+The worker is started as ``python -c <boot> _worker JOB RESULT`` where ``<boot>`` puts the folder (or
+the .pyz zipapp) that holds the ``agent`` package first on sys.path, so it works the same from a
+source tree, an installed package and ``edgebench-agent.pyz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import agent
+from agent import modelfile, probes, schema
+from agent.job import JobSpec
+
+STDERR_TAIL_CHARS = 3000
+_KILL_GRACE_S = 10.0
+
+
+@dataclass
+class RunnerOptions:
+    """How to start workers. Defaults suit the agent CLI; tests and the controller may override."""
+
+    python: str = field(default_factory=lambda: sys.executable)  #: interpreter for the worker
+    extra_env: dict = field(default_factory=dict)  #: added to the worker's environment
+    tmp_root: str | None = None  #: where the per-job scratch folder goes (default: system temp)
+
+
+def agent_root() -> str:
+    """The sys.path entry that provides the ``agent`` package: a folder, or the .pyz archive."""
+    archive = getattr(getattr(agent, "__loader__", None), "archive", None)
+    if archive:
+        return archive
+    return str(Path(agent.__file__).resolve().parent.parent)
+
+
+def worker_command(python: str, job_file: str, result_file: str) -> list:
+    """argv that starts a worker for ``job_file`` writing ``result_file``."""
+    boot = (f"import sys; sys.path.insert(0, {agent_root()!r}); "
+            "from agent.cli import main; sys.exit(main(sys.argv[1:]))")
+    return [python, "-c", boot, "_worker", job_file, result_file]
+
+
+def run_job(spec: JobSpec, options: RunnerOptions | None = None) -> dict:
+    """Run ``spec`` in a fresh worker process and return its result document (schema_version 1).
+
+    Never raises for a bad model, a crash or a hang: those are documents with status error / crashed /
+    timeout. Raises OSError only when the worker cannot be started at all (e.g. ``options.python``
+    does not exist) and KeyboardInterrupt after killing the worker.
+    """
+    options = options or RunnerOptions()
+    scratch = Path(tempfile.mkdtemp(prefix="edgebench-job-", dir=options.tmp_root))
+    try:
+        job_file, result_file = scratch / "job.json", scratch / "result.json"
+        job_file.write_text(json.dumps(spec.to_dict()))
+        stderr_path = scratch / "stderr.txt"
+        env = dict(os.environ, **options.extra_env)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        with open(stderr_path, "wb") as stderr, open(scratch / "stdout.txt", "wb") as stdout:
+            proc = subprocess.Popen(worker_command(options.python, str(job_file), str(result_file)),
+                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
+                                    start_new_session=True)
+            timed_out = _wait(proc, spec.timeout)
+        tail = _tail(stderr_path)
+        return _document(spec, proc.returncode, timed_out, result_file, tail)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to ``timeout`` s; on expiry kill the worker's process group. Returns True if it expired."""
+    try:
+        proc.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return True
+    except BaseException:  # KeyboardInterrupt: never leave a worker behind
+        _kill_group(proc)
+        raise
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker leads its own session (start_new_session)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=_KILL_GRACE_S)
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - STDERR_TAIL_CHARS))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _read_document(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _document(spec: JobSpec, returncode: int, timed_out: bool, result_file: Path, tail: str) -> dict:
+    doc = _read_document(result_file)
+    stage = doc.pop("_stage", None) if doc else None
+    if doc is not None and stage is None and not timed_out and returncode == 0:
+        if doc.get("error") is not None and not doc["error"].get("stderr_tail"):
+            doc["error"]["stderr_tail"] = tail
+        return doc
+    if doc is None:
+        doc = _fallback_document(spec)
+    where = "after loading the model (during inference)" if stage == "loaded" else "while loading the model"
+    if timed_out:
+        return schema.set_error(doc, "timeout", "timeout", f"the worker passed its deadline of {spec.timeout:g} s "
+                                f"{where} and was killed with its process group; the runtime may hang on this "
+                                "model, or raise the job's timeout / lower max_seconds", tail)
+    if returncode < 0:
+        name = _signal_name(-returncode)
+        return schema.set_error(doc, "crashed", "signal", f"the worker was killed by {name} {where}; the runtime "
+                                "crashed on this model (see stderr_tail); try another runtime or re-convert "
+                                "the model", tail)
+    return schema.set_error(doc, "error", "worker_failed", f"the worker exited with code {returncode} {where} "
+                            "without writing a result; see stderr_tail", tail)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _fallback_document(spec: JobSpec) -> dict:
+    """A document for a worker that died before its first checkpoint (stdlib only)."""
+    doc = schema.new_document(spec.to_dict(), spec.model, probes.environment())
+    model = Path(spec.model)
+    if model.is_file():
+        doc["model"].update(sha256=modelfile.sha256_of(model), bytes=model.stat().st_size)
+    doc["runtime"].update(name=None if spec.runtime == "auto" else spec.runtime, num_threads=spec.threads,
+                          xnnpack_requested=spec.xnnpack)
+    return doc

@@ -1,0 +1,137 @@
+"""TFLite runtimes: which ones this device has, their versions, and loading a model with one.
+
+Discovery order for ``auto``: ai-edge-litert, then tflite-runtime, then TensorFlow's ``tf.lite``.
+:func:`available` answers without importing anything (``importlib.util.find_spec`` + package metadata),
+so ``info`` and ``--help`` stay cheap; :func:`load` imports the runtime (in the worker process).
+
+XNNPACK is the default delegate of all three; ``xnnpack=False`` asks for
+``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``. Which delegates were *actually* applied is read
+after ``allocate_tensors()`` from the execution plan (a ``DELEGATE`` node replaces the delegated ops).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from agent.errors import JobFailed, NoRuntimeError
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    name: str  #: the name used in jobs and results
+    module: str  #: the module to import
+    distributions: tuple  #: pip distribution names that may provide it (first found gives the version)
+
+
+RUNTIMES = (
+    RuntimeSpec("ai-edge-litert", "ai_edge_litert.interpreter", ("ai-edge-litert",)),
+    RuntimeSpec("tflite-runtime", "tflite_runtime.interpreter", ("tflite-runtime",)),
+    RuntimeSpec("tensorflow", "tensorflow", ("tensorflow", "tensorflow-cpu", "tf-nightly",
+                                             "tensorflow-aarch64", "tensorflow-intel")),
+)
+BY_NAME = {spec.name: spec for spec in RUNTIMES}
+
+
+def _installed(spec: RuntimeSpec) -> bool:
+    top = spec.module.split(".")[0]
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def distribution_version(spec: RuntimeSpec) -> str | None:
+    """Version of the installed distribution providing ``spec``, from package metadata, or None."""
+    from importlib import metadata
+
+    for dist in spec.distributions:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def available() -> list[dict]:
+    """Every known runtime with ``name``, ``module``, ``installed`` and ``version`` (no imports)."""
+    return [{"name": spec.name, "module": spec.module, "installed": _installed(spec),
+             "version": distribution_version(spec) if _installed(spec) else None} for spec in RUNTIMES]
+
+
+def choose(requested: str) -> RuntimeSpec:
+    """The runtime to use for ``requested`` ("auto" or a name), without importing it.
+
+    Raises NoRuntimeError naming what is installed when the requested runtime (or, for auto, any
+    runtime) is not installed.
+    """
+    if requested == "auto":
+        for spec in RUNTIMES:
+            if _installed(spec):
+                return spec
+        raise NoRuntimeError("no TFLite runtime is installed: pip install ai-edge-litert "
+                             "(or tflite-runtime, or tensorflow) for this device's python")
+    if requested not in BY_NAME:
+        raise NoRuntimeError(f"unknown runtime {requested!r}; choose one of auto, {', '.join(BY_NAME)}")
+    spec = BY_NAME[requested]
+    if not _installed(spec):
+        found = [s.name for s in RUNTIMES if _installed(s)] or ["none"]
+        raise NoRuntimeError(f"runtime {requested} is not installed on this device (installed: "
+                             f"{', '.join(found)}); pip install {spec.distributions[0]} or pick another")
+    return spec
+
+
+@dataclass
+class LoadedRuntime:
+    """An imported runtime: its Interpreter class and how to turn XNNPACK off."""
+
+    spec: RuntimeSpec
+    version: str | None
+    interpreter_class: Callable[..., Any]
+    no_default_delegates: Any  #: the OpResolverType value that disables XNNPACK, or None
+
+    def interpreter(self, model_path: str, num_threads: int, xnnpack: bool) -> Any:
+        """Construct an Interpreter for ``model_path`` (not yet allocated). The runtime may raise."""
+        kwargs: dict = {"model_path": model_path, "num_threads": num_threads}
+        if not xnnpack:
+            if self.no_default_delegates is None:
+                raise JobFailed("runtime_error", f"{self.spec.name} {self.version} cannot turn the default "
+                                "XNNPACK delegate off; run with XNNPACK or use another runtime")
+            kwargs["experimental_op_resolver_type"] = self.no_default_delegates
+        return self.interpreter_class(**kwargs)
+
+
+def load(spec: RuntimeSpec) -> LoadedRuntime:
+    """Import ``spec``'s runtime. Raises JobFailed(kind="no_runtime") with the import error when it fails
+    (e.g. tflite-runtime built against numpy 1 under numpy 2)."""
+    try:
+        module = importlib.import_module(spec.module)
+    except Exception as exc:  # an import of a native extension can raise anything; all mean "unusable"
+        raise JobFailed("no_runtime", f"cannot import {spec.module} ({spec.name}): "
+                        f"{type(exc).__name__}: {exc}; reinstall it for this python / numpy") from exc
+    if spec.name == "tensorflow":
+        lite = module.lite
+        interpreter_class = lite.Interpreter
+        resolver = getattr(getattr(lite, "experimental", None), "OpResolverType", None)
+        version = getattr(module, "__version__", None)
+    else:
+        interpreter_class = module.Interpreter
+        resolver = getattr(module, "OpResolverType", None)
+        package = importlib.import_module(spec.module.split(".")[0])
+        version = getattr(package, "__version__", None)
+    version = distribution_version(spec) or version
+    no_default = getattr(resolver, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None) if resolver else None
+    return LoadedRuntime(spec, version, interpreter_class, no_default)
+
+
+def applied_delegates(interpreter: Any) -> list[str] | None:
+    """Delegates applied to an allocated interpreter: ["XNNPACK"] when the execution plan holds a
+    DELEGATE node (XNNPACK is the only default delegate), [] when not, None when the runtime does
+    not expose its execution plan."""
+    details = getattr(interpreter, "_get_ops_details", None)
+    if details is None:
+        return None
+    ops = details()
+    return ["XNNPACK"] if any(op.get("op_name") == "DELEGATE" for op in ops) else []

@@ -1,0 +1,254 @@
+"""The worker: one job, measured in this (fresh) process, its document written to a file.
+
+Started by :mod:`agent.runner` as ``<python> <agent entry> _worker JOB.json RESULT.json``. It writes
+RESULT.json atomically: once after the model is loaded (``"_stage": "loaded"``, so a crash later still
+reports the model and runtime) and once at the end. Nothing goes to stdout; the runtime's own logging
+goes to stderr, whose tail the runner keeps. Every failure the worker can see becomes a document with
+status ``error``; a crash (signal) or a hang is classified by the runner.
+
+Test hooks (honoured ONLY when the variable is set; never set by the agent itself):
+  EDGEBENCH_AGENT_TEST_FAULT=segv|hang|exit  -- after the model is loaded, kill this process with
+      SIGSEGV / sleep past any deadline / exit 3 without a final document
+  EDGEBENCH_AGENT_DEBUG_MODULES=1            -- add ``debug.modules``: sorted top-level module names
+      in sys.modules at the end of the job (the test of "stdlib + numpy + runtime only" reads it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from agent import measure, modelfile, probes, runtimes, schema
+from agent.errors import AgentError, JobFailed
+from agent.job import JobSpec
+
+FAULT_ENV = "EDGEBENCH_AGENT_TEST_FAULT"
+DEBUG_MODULES_ENV = "EDGEBENCH_AGENT_DEBUG_MODULES"
+THROTTLE_RISE_C = 10.0  #: a temperature rise at least this large during a job suspects throttling
+
+
+def main(job_file: str, result_file: str) -> int:
+    """Run the job of ``job_file``, write its document to ``result_file``; return 0 when a document was
+    written (whatever the job's status)."""
+    spec = JobSpec.from_dict(json.loads(Path(job_file).read_text()))
+    out = Path(result_file)
+    doc = schema.new_document(spec.to_dict(), spec.model, probes.environment())
+    try:
+        _run(spec, doc, lambda: schema.write_json_atomic(out, dict(doc, _stage="loaded")))
+        doc["status"] = "ok"
+    except JobFailed as exc:
+        schema.set_error(doc, "error", exc.kind, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug in the agent: still a document, with its traceback
+        tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
+        schema.set_error(doc, "error", "internal", f"agent bug: {type(exc).__name__}: {exc}", tail)
+    doc["env"]["temp_c_after"] = probes.temperature_c()
+    doc["env"]["freq_mhz_after"] = probes.freq_mhz()
+    doc["memory"]["peak_rss_kb"] = probes.memory_kb()["peak_kb"]
+    _add_environment_warnings(doc)
+    if os.environ.get(DEBUG_MODULES_ENV):
+        doc["debug"] = {"modules": sorted({name.split(".")[0] for name in sys.modules})}
+    schema.write_json_atomic(out, doc)
+    return 0
+
+
+def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
+    model_path = Path(spec.model)
+    custom_ops = modelfile.check(model_path)
+    doc["model"].update(sha256=modelfile.sha256_of(model_path), bytes=model_path.stat().st_size)
+
+    try:
+        runtime = runtimes.load(runtimes.choose(spec.runtime))
+    except AgentError as exc:  # NoRuntimeError from choose
+        raise JobFailed("no_runtime", str(exc)) from exc
+    doc["runtime"].update(name=runtime.spec.name, version=runtime.version, module=runtime.spec.module,
+                          num_threads=spec.threads, xnnpack_requested=spec.xnnpack)
+    # numpy is imported only now, after the runtime (which imports it anyway).
+    from agent import inputs as inputs_mod
+    from agent import tensors
+
+    loaded = _load(spec, runtime, custom_ops, doc)
+    interpreter = loaded["interpreter"]
+    in_ios = [tensors.describe(d) for d in interpreter.get_input_details()]
+    out_ios = [tensors.describe(d) for d in interpreter.get_output_details()]
+    doc["model"].update(inputs=in_ios, outputs=out_ios)
+    doc["runtime"]["delegates"] = runtimes.applied_delegates(interpreter)
+    checkpoint()
+    _test_fault()
+
+    if spec.inputs:
+        samples = inputs_mod.load_samples(spec.inputs, in_ios)
+    else:
+        samples = inputs_mod.random_samples(in_ios, spec.seed)
+        if any(tensors.is_quantized(io) for io in in_ios):
+            doc["warnings"].append(f"random inputs (seed {spec.seed}) for a quantized model: the latency "
+                                   "holds, the outputs mean nothing; give --inputs for outputs to compare")
+    doc["inputs"] = {"source": samples.source, "count": samples.count}
+    _set_inputs(interpreter, in_ios, samples.sample(0))
+
+    invoke = interpreter.invoke
+    t0 = time.perf_counter_ns()
+    _guard(invoke, "the first inference", runtime)
+    first_ns = time.perf_counter_ns() - t0
+
+    warm = _guard(lambda: measure.timed_loop(invoke, spec.warmup, spec.warmup_min_seconds,
+                                             spec.max_seconds), "warmup", runtime)
+    loop = _guard(lambda: measure.timed_loop(invoke, spec.runs, spec.min_seconds, spec.max_seconds),
+                  "the timed runs", runtime)
+    stats = measure.statistics(loop.samples_ns)
+    doc["timing"].update(stats, init_ms=loaded["init_ns"] / 1e6, first_inference_ms=first_ns / 1e6,
+                         warmup_count=len(warm.samples_ns), warmup_ms=warm.elapsed_ns / 1e6,
+                         stop_reason=loop.stop_reason)
+    if stats["noisy"]:
+        doc["warnings"].append(f"noisy: std/mean = {stats['std_ms'] / stats['mean_ms']:.0%} "
+                               f"(>= {measure.NOISE_THRESHOLD:.0%}); close other load, pin the governor, "
+                               "or raise --min-seconds")
+    if loop.stop_reason == measure.STOP_CAP and len(loop.samples_ns) < spec.runs:
+        doc["warnings"].append(f"stopped at max_seconds={spec.max_seconds} after {len(loop.samples_ns)} "
+                               f"of {spec.runs} runs")
+
+    if spec.save_outputs:
+        doc["outputs_file"] = _save_outputs(spec.save_outputs, interpreter, in_ios, out_ios, samples, runtime)
+
+
+def _load(spec: JobSpec, runtime: runtimes.LoadedRuntime, custom_ops: list, doc: dict) -> dict:
+    """Construct, resize and allocate the interpreter; fill ``memory`` and return it with ``init_ns``."""
+    doc["memory"]["rss_before_load_kb"] = probes.memory_kb()["rss_kb"]
+    t0 = time.perf_counter_ns()
+    try:
+        interpreter = runtime.interpreter(str(spec.model), spec.threads, spec.xnnpack)
+    except JobFailed:
+        raise
+    except Exception as exc:  # the runtime's own exception types vary (ValueError, RuntimeError ...)
+        raise _classify(exc, "loading the model", runtime, custom_ops) from exc
+    details = interpreter.get_input_details()
+    by_name = {d["name"]: d for d in details}
+    unknown = sorted(set(spec.input_shapes) - set(by_name))
+    if unknown:
+        raise JobFailed("bad_inputs", f"--input-shape names {unknown}, but the model's inputs are "
+                        f"{sorted(by_name)}")
+    for name, shape in spec.input_shapes.items():
+        try:
+            interpreter.resize_tensor_input(by_name[name]["index"], [int(d) for d in shape], strict=True)
+        except Exception as exc:
+            raise JobFailed("bad_inputs", f"cannot resize input {name!r} (signature "
+                            f"{list(by_name[name]['shape_signature'])}) to {list(shape)}: {exc}") from exc
+    dynamic = [d for d in details if d["name"] not in spec.input_shapes and -1 in list(d["shape_signature"])]
+    try:
+        interpreter.allocate_tensors()
+    except Exception as exc:
+        if dynamic:
+            names = ", ".join(f"{d['name']} {list(d['shape_signature'])}" for d in dynamic)
+            example = ",".join("<n>" if x < 0 else str(x) for x in dynamic[0]["shape_signature"])
+            raise JobFailed("dynamic_shape", f"cannot allocate tensors with the default shape of dynamic "
+                            f"input(s) {names}; give the shape to measure, e.g. --input-shape "
+                            f"{dynamic[0]['name']}={example} (job key input_shapes) "
+                            f"(runtime said: {_first_line(exc)})") from exc
+        raise _classify(exc, "allocating tensors", runtime, custom_ops) from exc
+    init_ns = time.perf_counter_ns() - t0
+    doc["memory"]["rss_after_init_kb"] = probes.memory_kb()["rss_kb"]
+    for d in dynamic:
+        doc["warnings"].append(f"input {d['name']!r} has dynamic shape {list(d['shape_signature'])}: ran "
+                               f"with the default {list(d['shape'])}; give --input-shape to choose")
+    return {"interpreter": interpreter, "init_ns": init_ns}
+
+
+def _set_inputs(interpreter: Any, ios: list, values: list) -> None:
+    for io, value in zip(ios, values):
+        interpreter.set_tensor(io["index"], value)
+
+
+def _guard(fn: Callable[[], Any], what: str, runtime: runtimes.LoadedRuntime) -> Any:
+    try:
+        return fn()
+    except Exception as exc:
+        raise _classify(exc, what, runtime, []) from exc
+
+
+def _save_outputs(path: str, interpreter: Any, in_ios: list, out_ios: list, samples: Any,
+                  runtime: runtimes.LoadedRuntime) -> str:
+    """Run every sample, write ``<name>`` (dequantized) and ``raw/<name>`` per output to ``path``."""
+    import numpy as np
+
+    from agent import tensors
+
+    per_output: list = [[] for _ in out_ios]
+    for i in range(samples.count):
+        _set_inputs(interpreter, in_ios, samples.sample(i))
+        _guard(interpreter.invoke, f"inference of sample {i}", runtime)
+        for j, io in enumerate(out_ios):
+            per_output[j].append(interpreter.get_tensor(io["index"]).copy())
+    arrays = {}
+    for io, values in zip(out_ios, per_output):
+        raw = np.stack(values) if samples.stacked else values[0]
+        arrays[io["name"]] = tensors.real_values(raw, io)
+        arrays[f"raw/{io['name']}"] = raw
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise JobFailed("bad_inputs", f"cannot write outputs to {path}: {exc}; give a writable path") from exc
+    return str(target)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _classify(exc: BaseException, what: str, runtime: runtimes.LoadedRuntime,
+              custom_ops: list) -> JobFailed:
+    """Turn a runtime exception into a JobFailed whose kind and message say what to do."""
+    text = str(exc)
+    who = f"{runtime.spec.name} {runtime.version}"
+    if "unresolved custom op" in text:
+        names = [n.rstrip(".") for n in re.findall(r"unresolved custom op: ([\w./-]+)", text)] or custom_ops
+        return JobFailed("unresolved_op", f"the model uses custom op(s) {sorted(set(names))} that {who} does "
+                         "not provide; reconvert the model with builtin ops only, or run it with a runtime "
+                         "built with these ops")
+    if "Select TensorFlow op" in text or "Flex" in text:
+        flex = [name for name in custom_ops if name.startswith("Flex")]
+        return JobFailed("flex_op", f"the model needs Select-TF (Flex) op(s) {flex or ''} that {who} does not "
+                         "link; reconvert with TFLITE_BUILTINS only (replace the op), or run it with a runtime "
+                         "that links the Flex delegate")
+    found = re.search(r"builtin opcode '(\w+)' version '(\d+)'", text)
+    if found:
+        return JobFailed("unsupported_op", f"the model needs {found.group(1)} version {found.group(2)}, which "
+                         f"{who} does not have (the model was made by a newer converter); use a newer runtime "
+                         "(e.g. ai-edge-litert) or convert with a converter as old as the runtime")
+    if "not a valid Flatbuffer" in text or "Model provided has model identifier" in text \
+            or isinstance(exc, UnicodeDecodeError):
+        return JobFailed("not_a_model", f"{who} cannot read the model: {_first_line(exc)}; pass a .tflite "
+                         "file produced by a TFLite converter")
+    return JobFailed("runtime_error", f"{who} failed in {what}: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _test_fault() -> None:
+    fault = os.environ.get(FAULT_ENV)
+    if not fault:
+        return
+    sys.stderr.write(f"edgebench worker: test fault {fault!r} injected\n")
+    sys.stderr.flush()
+    if fault == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "hang":
+        time.sleep(24 * 3600)  # the runner's deadline ends this
+    elif fault == "exit":
+        os._exit(3)
+
+
+def _add_environment_warnings(doc: dict) -> None:
+    env = doc["env"]
+    before, after = env.get("temp_c_before"), env.get("temp_c_after")
+    if before is not None and after is not None and after - before >= THROTTLE_RISE_C:
+        doc["warnings"].append(f"temperature rose {after - before:.0f} C during the job ({before:.0f} -> "
+                               f"{after:.0f} C): suspect thermal throttling; add --cooldown between jobs")
