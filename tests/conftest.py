@@ -17,6 +17,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests import modelgen
+from tests.fixtures_fleet import ssh_fleet, ssh_key, sshd_factory  # noqa: F401  (loopback sshd fleet)
 
 
 @pytest.fixture(scope="session")
