@@ -11,7 +11,6 @@ Ansible inventories are read by :mod:`controller.ansible` into the same :class:`
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import sys
@@ -119,7 +118,7 @@ class Inventory:
 
 
 # Keys of a device entry and of `defaults:`: name -> (types accepted, description for errors).
-_DEVICE_KEYS: dict[str, tuple[tuple, str]] = {
+DEVICE_KEYS: dict[str, tuple[tuple, str]] = {
     "name": ((str,), "a string"),
     "transport": ((str,), f"one of {', '.join(TRANSPORTS)}"),
     "host": ((str,), "a string (address or ~/.ssh/config alias)"),
@@ -138,7 +137,7 @@ _DEVICE_KEYS: dict[str, tuple[tuple, str]] = {
     "command_timeout": ((int, float), "a positive number of seconds"),
     "lock_timeout": ((int, float), "a number of seconds >= 0"),
 }
-_DEFAULT_KEYS = tuple(k for k in _DEVICE_KEYS if k not in ("name", "host", "port"))
+_DEFAULT_KEYS = tuple(k for k in DEVICE_KEYS if k not in ("name", "host", "port"))
 _SECRET_KEYS = ("password", "passphrase", "ansible_password", "ansible_ssh_pass", "ansible_become_pass")
 _PATH_KEYS = ("identity_file", "known_hosts", "ssh_config")
 
@@ -166,7 +165,7 @@ def load(path: str) -> Inventory:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(f"{path}: 'defaults' must be a mapping of device keys")
-    _check_entry(path, "defaults", defaults, _DEFAULT_KEYS)
+    check_entry(path, "defaults", defaults, _DEFAULT_KEYS)
     entries = data.get("devices")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: 'devices' must be a non-empty list of devices")
@@ -175,7 +174,7 @@ def load(path: str) -> Inventory:
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}: devices[{index}] must be a mapping with at least 'name'")
         label = entry.get("name") if isinstance(entry.get("name"), str) else f"devices[{index}]"
-        _check_entry(path, label, entry, tuple(_DEVICE_KEYS))
+        check_entry(path, label, entry, tuple(DEVICE_KEYS))
         devices.append(make_device(path, entry, defaults))
     return Inventory(path=path, devices=_unique(path, devices))
 
@@ -208,7 +207,7 @@ def make_device(path: str, entry: Mapping[str, Any], defaults: Mapping[str, Any]
     return device
 
 
-def _check_entry(path: str, label: str, entry: Mapping[str, Any], allowed: Sequence[str]) -> None:
+def check_entry(path: str, label: str, entry: Mapping[str, Any], allowed: Sequence[str]) -> None:
     for key in entry:
         if key in _SECRET_KEYS:
             raise ConfigError(
@@ -219,7 +218,7 @@ def _check_entry(path: str, label: str, entry: Mapping[str, Any], allowed: Seque
             raise ConfigError(
                 f"{path}: device {label!r}: unknown key {key!r}; allowed keys: {', '.join(allowed)}"
             )
-        types, what = _DEVICE_KEYS[key]
+        types, what = DEVICE_KEYS[key]
         value = entry[key]
         if isinstance(value, bool) or not isinstance(value, types):
             raise ConfigError(
@@ -266,6 +265,27 @@ def _unique(path: str, devices: list[Device]) -> list[Device]:
     return devices
 
 
-def replace(device: Device, **changes: Any) -> Device:
-    """A copy of ``device`` with ``changes`` (e.g. a resolved python)."""
-    return dataclasses.replace(device, **changes)
+def add_selection_arguments(parser) -> None:
+    """Add ``--devices FILE``, ``--inventory FILE``, ``--device NAME`` and ``--tag TAG`` to a parser."""
+    parser.add_argument("--devices", metavar="FILE", default="devices.yaml",
+                        help="the fleet file (default: ./devices.yaml)")
+    parser.add_argument("--inventory", metavar="FILE",
+                        help="read the fleet from an Ansible inventory (INI or YAML) instead")
+    parser.add_argument("--device", metavar="NAME", action="append", default=[],
+                        help="only this device (repeatable)")
+    parser.add_argument("--tag", metavar="TAG", action="append", default=[],
+                        help="only devices with this tag (repeatable)")
+
+
+def selected_devices(args) -> tuple[Inventory, list[Device]]:
+    """Load the inventory named by the parsed selection arguments and apply ``--device`` / ``--tag``.
+
+    Raises ConfigError for a bad file, UsageError for an unknown name or tag.
+    """
+    if args.inventory:
+        from controller.ansible import load_ansible
+
+        inventory = load_ansible(args.inventory)
+    else:
+        inventory = load(args.devices)
+    return inventory, inventory.select(args.device, args.tag)

@@ -9,7 +9,7 @@ Facts measured on this box: sshd needs ``/run/sshd``; ``UsePAM no`` and ``Strict
 log in as root with keys under /tmp; root's ``.bashrc`` runs ``pyenv init`` (~0.13 s per remote command).
 
 Fixtures: ``ssh_key`` (client key path), ``sshd_factory`` (start more sshds), ``ssh_fleet`` (4 running
-devices with devices.yaml + known_hosts, shared by the session), ``agent_pyz`` (the zipapp).
+devices with devices.yaml + known_hosts, shared by the session).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,11 +212,3 @@ def ssh_fleet(tmp_path_factory, sshd_factory, ssh_key) -> Fleet:
     entries = [device_entry(s, ssh_key, known_hosts, workdirs[s.name]) for s in servers]
     return Fleet(root=root, key=ssh_key, known_hosts=known_hosts, servers=servers, workdirs=workdirs,
                  entries=entries)
-
-
-@pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory) -> Path:
-    """The agent zipapp, built from the working tree once per session."""
-    out = tmp_path_factory.mktemp("agent") / "edgebench-agent.pyz"
-    subprocess.run([sys.executable, "-m", "agent.build", str(out)], check=True, cwd=REPO, timeout=120)
-    return out

@@ -1,12 +1,55 @@
-"""`edgebench bootstrap` (placeholder until its issue lands; replace this whole module)."""
+"""``edgebench bootstrap``: make devices ready (python3 checked, ``<workdir>/venv`` with a runtime)."""
 
-from controller.errors import UsageError
+from __future__ import annotations
 
-
-def register(sub):
-    p = sub.add_parser("bootstrap", help="(not yet implemented)")
-    p.set_defaults(func=_run)
+from controller.inventory import add_selection_arguments
 
 
-def _run(args):
-    raise UsageError("'bootstrap' is not implemented yet")
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bootstrap",
+        help="make devices ready: check python3, create <workdir>/venv, install a TFLite runtime",
+        description="For each selected device: check python3, create <workdir>/venv and install the device's "
+        "runtime (its `runtime:` key; auto = ai-edge-litert) with pip - online, or offline from the wheels of "
+        "--wheels DIR that fit the device's arch and python (pushed by the controller). tflite-runtime gets "
+        "numpy<2. Afterwards the device runs the agent with that venv (unless its entry sets python:).",
+    )
+    add_selection_arguments(p)
+    p.add_argument("--wheels", metavar="DIR", help="install offline from the wheels in DIR (e.g. make wheels)")
+    p.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
+                   help="install this runtime instead of the device's runtime key")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Bootstrap the selected devices in parallel; 0 when all are ready, 1 when some failed, 3 when all."""
+    import json
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+
+    from controller.bootstrap import BootstrapOptions, bootstrap_device
+    from controller.errors import ExitCode
+    from controller.fleet import agent_zipapp
+    from controller.inventory import selected_devices
+
+    _, devices = selected_devices(args)
+    options = BootstrapOptions(wheels=args.wheels, runtime=args.runtime)
+    pyz = agent_zipapp()
+    with ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
+        reports = list(pool.map(lambda d: bootstrap_device(d, pyz, options), devices))
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    else:
+        out = Console()
+        for report in reports:
+            head = "[green]ready[/]" if report.ok else f"[red]failed[/] ({report.kind}): {report.reason}"
+            out.print(f"{report.device}: {head}")
+            for step in report.steps:
+                out.print(f"  - {step}")
+    ok = sum(r.ok for r in reports)
+    if ok == len(reports):
+        return int(ExitCode.OK)
+    return int(ExitCode.NO_DEVICE if ok == 0 else ExitCode.PARTIAL)

@@ -1,12 +1,123 @@
-"""`edgebench run` (placeholder until its issue lands; replace this whole module)."""
+"""``edgebench run MODELS...``: measure models on the selected devices and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
 
 from controller.errors import UsageError
+from controller.inventory import add_selection_arguments
 
 
-def register(sub):
-    p = sub.add_parser("run", help="(not yet implemented)")
-    p.set_defaults(func=_run)
+def _threads(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--threads takes a comma-separated list of integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--threads needs integers >= 1, got {text!r}")
+    return values
 
 
-def _run(args):
-    raise UsageError("'run' is not implemented yet")
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run models on the fleet (devices in parallel) and write a run folder",
+        description="Run MODELS (.tflite files, or folders with a manifest.json: all their variants) on the "
+        "selected devices. Per device: compatibility preflight, push the agent and the models (only what is "
+        "missing), run the jobs one at a time under the device lock, fetch the results. Writes "
+        "<out>/<run-id>/ (run.json, results.parquet, samples.parquet, outputs/) and prints the table.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
+    add_selection_arguments(p)
+    p.add_argument("--threads", type=_threads, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)")
+    p.add_argument("--runs", type=int, default=50, help="at least this many measured runs (default 50)")
+    p.add_argument("--warmup", type=int, default=1, help="at least this many warmup runs (default 1)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="measure at least this long (default 1)")
+    p.add_argument("--warmup-min-seconds", type=float, default=0.5, help="warm up at least this long")
+    p.add_argument("--max-seconds", type=float, default=150.0, help="cap on the measured time per job")
+    p.add_argument("--job-timeout", type=float, default=300.0, help="deadline of one job on the device")
+    p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
+                   "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
+    p.add_argument("--no-eval", action="store_true", help="do not compute accuracy")
+    p.add_argument("--parallel", type=int, default=8, help="devices worked on at once (default 8)")
+    p.add_argument("--out", default="reports", help="where run folders go (default reports/)")
+    p.add_argument("--lock-timeout", type=float, help="seconds to wait for a busy device's lock "
+                   "(default: the device's lock_timeout, 60)")
+    p.add_argument("--shuffle-seed", type=int, help="shuffle the job order on each device with this seed")
+    p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Run the fleet; return the exit code (0 all ok, 1 partial, 3 no device reachable)."""
+    import json
+    import os
+    import sys
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from controller import __version__
+    from controller.fleet import (
+        RunOptions,
+        agent_zipapp,
+        check_eval_data,
+        collect_models,
+        run_fleet,
+        score_outputs,
+    )
+    from controller.inventory import selected_devices
+    from controller.report import FleetBoard, results_table
+    from controller.store import RunStore, run_info
+
+    if args.runs < 1 or args.warmup < 0 or args.parallel < 1:
+        raise UsageError("--runs and --parallel must be >= 1, --warmup >= 0")
+    for name in ("min_seconds", "warmup_min_seconds", "max_seconds"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.job_timeout <= 0:
+        raise UsageError("--job-timeout must be > 0")
+    inventory, devices = selected_devices(args)
+    models = collect_models(args.models)
+    if args.eval:
+        check_eval_data(args.eval)
+    options = RunOptions(
+        threads=args.threads, runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds, job_timeout=args.job_timeout,
+        eval_data=os.path.abspath(args.eval) if args.eval else None, use_manifest_eval=not args.no_eval,
+        parallel=args.parallel, out_dir=args.out, shuffle_seed=args.shuffle_seed,
+        lock_timeout=args.lock_timeout, agent_pyz=args.agent or agent_zipapp(),
+    )
+    store = RunStore.create(args.out, run_info(options, inventory.path, devices, models, __version__))
+    board = FleetBoard()
+    err = Console(stderr=True)
+    out = Console()
+    try:
+        if args.json:
+            result = run_fleet(devices, models, options, store, board.update, score_outputs)
+        else:
+            with Live(board, console=err, refresh_per_second=4, transient=False):
+                result = run_fleet(devices, models, options, store, board.update, score_outputs)
+    finally:
+        store.save_run_info(finished=_now())
+    frame = store.write_tables()
+    code = int(result.exit_code())
+    store.save_run_info(exit_code=code)
+    if args.json:
+        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
+               "devices": {n: s.to_dict() for n, s in result.devices.items()},
+               "results": json.loads(frame.to_json(orient="records"))}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return code
+    out.print(results_table(frame))
+    for name, status in result.failed.items():
+        err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}")
+    out.print(f"run folder: {store.root}")
+    return code
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,135 @@
+"""What people see in the terminal: the live fleet board, the results table, the devices table.
+
+Only rendering lives here (rich tables from typed values); the numbers come from the run folder's
+DataFrame (:mod:`controller.store`) and the fleet's :class:`~controller.fleet.DeviceStatus` values.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from rich.table import Table
+
+from controller.fleet import DeviceStatus
+
+_STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "pushing": "yellow"}
+_STATUS_STYLE = {"ok": "green", "skipped": "yellow"}
+
+
+def _num(value: Any, fmt: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def human_bytes(count: int | None) -> str:
+    """``1234567`` -> ``1.2 MB`` (decimal units, as transfer sizes are usually quoted)."""
+    if not count:
+        return "0 B"
+    size = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+class FleetBoard:
+    """The live progress display: one line per device with its state, bytes pushed and jobs done.
+
+    Thread-safe ``update`` (device threads call it); rich renders it through ``__rich__``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, DeviceStatus] = {}
+
+    def update(self, status: DeviceStatus) -> None:
+        with self._lock:
+            self._rows[status.name] = status
+
+    def __rich__(self) -> Table:
+        table = Table(title="edgebench run", expand=False)
+        for column in ("device", "state", "pushed", "jobs", "detail"):
+            table.add_column(column, overflow="fold")
+        with self._lock:
+            rows = list(self._rows.values())
+        for s in rows:
+            style = _STATE_STYLE.get(s.state, "")
+            jobs = f"{s.jobs_done}/{s.jobs_total}" if s.jobs_total else "-"
+            if s.jobs_failed:
+                jobs += f" ({s.jobs_failed} failed)"
+            detail = s.reason if s.failed else s.detail
+            table.add_row(s.name, f"[{style}]{s.state}[/]" if style else s.state, human_bytes(s.bytes_pushed),
+                          jobs, detail or "")
+        return table
+
+
+def results_table(results, run_dir: str | None = None) -> Table:
+    """The end-of-run table: device x model x variant x threads with p50, p90, speedup vs fp32, peak RSS,
+    accuracy and status (from a results.parquet DataFrame)."""
+    table = Table(title="results" + (f" - {run_dir}" if run_dir else ""))
+    for column in ("device", "model", "variant", "threads", "p50 ms", "p90 ms", "speedup", "peak RSS MiB",
+                   "accuracy", "status"):
+        table.add_column(column, justify="right" if column not in ("device", "model", "variant", "status")
+                         else "left", overflow="fold")
+    frame = results.sort_values(["device", "model", "variant", "threads"], na_position="last")
+    for row in frame.to_dict("records"):
+        status = row["status"] or "-"
+        if status != "ok" and row.get("error"):
+            status = f"{status}: {row['error']}"
+        style = _STATUS_STYLE.get(row["status"], "red")
+        table.add_row(
+            str(row["device"]), str(row["model"]), str(row["variant"]), _num(row["threads"], "{:.0f}"),
+            _num(row["p50_ms"]), _num(row["p90_ms"]), _num(row["speedup_vs_fp32"], "{:.2f}x"),
+            _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"), accuracy_text(row),
+            f"[{style}]{status}[/]",
+        )
+    return table
+
+
+def accuracy_text(row: dict[str, Any]) -> str:
+    """Top-1 when labels were given, and the cosine similarity vs fp32 for the other variants."""
+    parts = []
+    if row.get("top1") is not None and not _isnan(row["top1"]):
+        parts.append(f"top1 {row['top1'] * 100:.1f}%")
+    if row.get("cosine_vs_fp32") is not None and not _isnan(row["cosine_vs_fp32"]) and row["variant"] != "fp32":
+        parts.append(f"cos {row['cosine_vs_fp32']:.4f}")
+    return ", ".join(parts) or "-"
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
+    """``edgebench devices``: one line per device; with ``checked`` the facts read from it."""
+    table = Table(title="devices")
+    columns = ["device", "transport", "address", "tags", "workdir"]
+    if checked:
+        columns += ["status", "arch", "python", "runtimes", "cores", "memory", "temp", "disk free", "agent"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [row["name"], row["transport"], row.get("address") or "-", ",".join(row.get("tags") or []),
+                 row["workdir"]]
+        if checked:
+            check = row.get("check") or {}
+            if not check.get("reachable"):
+                cells += [f"[red]{check.get('reason', 'unreachable')}[/]"] + ["-"] * 8
+            else:
+                runtimes = ", ".join(f"{r['name']} {r.get('version')}" if r.get("ok") else f"{r['name']} (no)"
+                                     for r in check.get("runtimes") or [])
+                mem = check.get("mem_total_kb")
+                disk = check.get("disk_free_kb")
+                cells += ["[green]reachable[/]", str(check.get("arch") or "-"), str(check.get("python") or "-"),
+                          runtimes or "-", _num(check.get("cpu_count"), "{}"),
+                          _num(mem / 1024 / 1024 if mem else None, "{:.1f} GiB"),
+                          _num(check.get("temp_c"), "{:.0f} °C"),
+                          _num(disk / 1024 / 1024 if disk else None, "{:.1f} GiB"),
+                          str(check.get("agent_version") or "-")]
+        table.add_row(*cells)
+    return table
