@@ -64,8 +64,9 @@ class SSHServer:
         kind, blob = self.host_key.with_suffix(".pub").read_text().split()[:2]
         return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
 
-    def start(self, authorized_keys: Path) -> SSHServer:
-        """Start sshd and wait (bounded) until it accepts connections. Raises RuntimeError if not."""
+    def start(self, authorized_keys: Path, extra_config: str = "") -> SSHServer:
+        """Start sshd and wait (bounded) until it accepts connections. Raises RuntimeError if not.
+        ``extra_config`` lines come first (sshd keeps the first value of a keyword)."""
         os.makedirs("/run/sshd", exist_ok=True)
         if self.host_key is None:
             self.host_key = keygen(self.root / "ssh_host_ed25519_key", f"host-{self.name}")
@@ -73,7 +74,7 @@ class SSHServer:
             self.port = self.port or free_port()
             conf = self.root / "sshd_config"
             conf.write_text(
-                f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile none\n"
+                extra_config + f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile none\n"
                 f"AuthorizedKeysFile {authorized_keys}\nUsePAM no\nStrictModes no\n"
                 "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nAllowTcpForwarding yes\nSubsystem sftp internal-sftp\n"
@@ -129,10 +130,10 @@ class SSHFactory:
             shutil.copyfile(self.key.with_suffix(".pub"), path)
         return path
 
-    def start(self, name: str) -> SSHServer:
+    def start(self, name: str, extra_config: str = "") -> SSHServer:
         root = self.root / f"sshd-{len(self.servers)}"
         root.mkdir(parents=True)
-        server = SSHServer(name=name, root=root).start(self.authorized_keys)
+        server = SSHServer(name=name, root=root).start(self.authorized_keys, extra_config)
         self.servers.append(server)
         return server
 
