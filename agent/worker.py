@@ -40,6 +40,7 @@ def main(job_file: str, result_file: str) -> int:
     spec = JobSpec.from_dict(json.loads(Path(job_file).read_text()))
     out = Path(result_file)
     doc = schema.new_document(spec.to_dict(), spec.model, probes.environment())
+    doc["worker"] = {"pid": os.getpid(), "python": sys.executable}
     try:
         _run(spec, doc, lambda: schema.write_json_atomic(out, dict(doc, _stage="loaded")))
         doc["status"] = "ok"
@@ -60,8 +61,9 @@ def main(job_file: str, result_file: str) -> int:
 
 def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     model_path = Path(spec.model)
+    if model_path.is_file():  # identify even a file that turns out not to be a model
+        doc["model"].update(sha256=modelfile.sha256_of(model_path), bytes=model_path.stat().st_size)
     custom_ops = modelfile.check(model_path)
-    doc["model"].update(sha256=modelfile.sha256_of(model_path), bytes=model_path.stat().st_size)
 
     try:
         runtime = runtimes.load(runtimes.choose(spec.runtime))
