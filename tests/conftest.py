@@ -17,9 +17,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests import modelgen
-from tests.fixtures_fleet import ssh_fleet, ssh_key, sshd_factory  # noqa: F401  (loopback sshd fleet)
 from tests.fixtures_agent import agent_pyz, agent_venv_python  # noqa: F401  (zipapp + bare venv)
 from tests.fixtures_convert import keras_family, quantized_family  # noqa: F401  (real conversions)
+from tests.fixtures_fleet import ssh_fleet, ssh_key, sshd_factory  # noqa: F401  (loopback sshd fleet)
 
 
 @pytest.fixture(scope="session")

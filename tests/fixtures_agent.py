@@ -24,7 +24,7 @@ VENV_DEADLINE_S = 900
 def agent_venv_python() -> Path:
     python = AGENT_VENV / "bin" / "python"
     probe = [str(python), "-c", "import numpy, ai_edge_litert.interpreter"]
-    if python.exists() and subprocess.run(probe, capture_output=True, timeout=120).returncode == 0:
+    if python.exists() and subprocess.run(probe, capture_output=True, timeout=120, check=False).returncode == 0:
         return python
     system_python = shutil.which("python3.11") or shutil.which("python3")
     subprocess.run([system_python, "-m", "venv", str(AGENT_VENV)], check=True, timeout=120)

@@ -20,7 +20,7 @@ QUICK = ["--runs", "3", "--min-seconds", "0.01", "--warmup-min-seconds", "0"]
 
 
 def agent(*args, python=sys.executable, entry=("-m", "agent"), env=None, timeout=120, cwd=REPO):
-    return subprocess.run([str(python), *entry, *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([str(python), *entry, *map(str, args)], capture_output=True, text=True, check=False,
                           timeout=timeout, env=dict(os.environ, **(env or {})), cwd=cwd)
 
 
