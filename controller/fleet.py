@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 MODEL_SUFFIX = ".tflite"
 # How a device's short remote commands (info, verify) are bounded, seconds.
 SHORT_COMMAND_TIMEOUT = 120.0
+#: DeviceError kinds that mean the device could not be reached at all (for the NO_DEVICE exit code)
+UNREACHABLE_KINDS = ("unreachable", "auth", "host_key", "config")
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Runs on the device: sha256 each pushed temp file; rename it to its final name only when it matches.
@@ -147,11 +149,12 @@ class FleetResult:
         return {n: s for n, s in self.devices.items() if not s.failed}
 
     def exit_code(self) -> ExitCode:
-        """OK when every job on every device is ok; NO_DEVICE when no device got as far as running;
-        PARTIAL otherwise; INTERRUPTED after Ctrl-C."""
+        """OK when every job on every device is ok; NO_DEVICE when no device could be reached (each
+        failed to connect: unreachable, auth refused, host key, config); PARTIAL otherwise; INTERRUPTED
+        after Ctrl-C."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
-        if self.devices and all(s.failed and s.jobs_done == 0 for s in self.devices.values()):
+        if self.devices and all(s.failed and s.kind in UNREACHABLE_KINDS for s in self.devices.values()):
             return ExitCode.NO_DEVICE
         if self.failed or any(s.jobs_failed or s.jobs_skipped for s in self.devices.values()):
             return ExitCode.PARTIAL

@@ -70,17 +70,22 @@ class FleetBoard:
 
 def results_table(results, run_dir: str | None = None) -> Table:
     """The end-of-run table: device x model x variant x threads with p50, p90, speedup vs fp32, peak RSS,
-    accuracy and status (from a results.parquet DataFrame)."""
+    accuracy and status (from a results.parquet DataFrame). Reasons of jobs that are not ok are numbered
+    notes under the table (each distinct reason once)."""
     table = Table(title="results" + (f" - {run_dir}" if run_dir else ""))
     for column in ("device", "model", "variant", "threads", "p50 ms", "p90 ms", "speedup", "peak RSS MiB",
                    "accuracy", "status"):
-        table.add_column(column, justify="right" if column not in ("device", "model", "variant", "status")
-                         else "left", overflow="fold")
+        left = column in ("device", "model", "variant", "status")
+        table.add_column(column, justify="left" if left else "right", overflow="fold",
+                         no_wrap=column == "status")
     frame = results.sort_values(["device", "model", "variant", "threads"], na_position="last")
+    notes: list[str] = []
     for row in frame.to_dict("records"):
         status = row["status"] or "-"
         if status != "ok" and row.get("error"):
-            status = f"{status}: {row['error']}"
+            if row["error"] not in notes:
+                notes.append(row["error"])
+            status = f"{status} [{notes.index(row['error']) + 1}]"
         style = _STATUS_STYLE.get(row["status"], "red")
         table.add_row(
             str(row["device"]), str(row["model"]), str(row["variant"]), _num(row["threads"], "{:.0f}"),
@@ -88,6 +93,9 @@ def results_table(results, run_dir: str | None = None) -> Table:
             _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"), accuracy_text(row),
             f"[{style}]{status}[/]",
         )
+    if notes:
+        table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
+        table.caption_justify = "left"
     return table
 
 

@@ -201,7 +201,9 @@ class LocalTransport(Transport):
                 start_new_session=True,
             )
         except OSError as exc:
-            raise DeviceError(self.device.name, f"cannot start {argv[0]!r}: {exc}", kind="python") from exc
+            # What a shell would answer, so callers see one interface: 127 not found, 126 not executable.
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            return CommandResult(list(argv), code, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - start)
         stderr_parts: list = []
         reader = threading.Thread(target=lambda: stderr_parts.append(proc.stderr.read()), daemon=True)
         reader.start()

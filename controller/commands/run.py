@@ -112,8 +112,8 @@ def run(args) -> int:
         return code
     out.print(results_table(frame))
     for name, status in result.failed.items():
-        err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}")
-    out.print(f"run folder: {store.root}")
+        err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
+    out.print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return code
 
 
