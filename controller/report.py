@@ -121,13 +121,15 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
         columns += ["status", "arch", "python", "runtimes", "cores", "memory", "temp", "disk free", "agent"]
     for column in columns:
         table.add_column(column, overflow="fold")
+    notes: list[str] = []
     for row in rows:
         cells = [row["name"], row["transport"], row.get("address") or "-", ",".join(row.get("tags") or []),
                  row["workdir"]]
         if checked:
             check = row.get("check") or {}
             if not check.get("reachable"):
-                cells += [f"[red]{check.get('reason', 'unreachable')}[/]"] + ["-"] * 8
+                notes.append(f"{row['name']}: {check.get('reason', 'unreachable')}")
+                cells += [f"[red]unusable [{len(notes)}][/]"] + ["-"] * 8
             else:
                 runtimes = ", ".join(f"{r['name']} {r.get('version')}" if r.get("ok") else f"{r['name']} (no)"
                                      for r in check.get("runtimes") or [])
@@ -140,4 +142,7 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
                           _num(disk / 1024 / 1024 if disk else None, "{:.1f} GiB"),
                           str(check.get("agent_version") or "-")]
         table.add_row(*cells)
+    if notes:
+        table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
+        table.caption_justify = "left"
     return table
