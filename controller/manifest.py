@@ -108,6 +108,7 @@ def write(manifest: Manifest) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, manifest.path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

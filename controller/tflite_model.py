@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ BUILTIN_OPERATORS = (
     "STABLEHLO_WHILE", "STABLEHLO_GATHER", "STABLEHLO_TRANSPOSE", "DILATE", "STABLEHLO_RNG_BIT_GENERATOR",
     "REDUCE_WINDOW", "STABLEHLO_COMPOSITE", "STABLEHLO_SHIFT_LEFT", "STABLEHLO_CBRT", "STABLEHLO_CASE",
 )
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "uint16": (0, 65535),
+               "int32": (-2**31, 2**31 - 1), "int4": (-8, 7), "uint4": (0, 15)}
 CUSTOM_CODE = 32  # BuiltinOperator.CUSTOM: the op is named by OperatorCode.custom_code
 FLEX_PREFIX = "Flex"  # custom codes of Select-TF ops ("FlexErf", ...): need the TensorFlow runtime
 
@@ -90,11 +92,33 @@ class TensorInfo:
     quantized_dimension: int = 0
     buffer: int = 0
     sparse: bool = False
+    constant: bool = False  #: has data in the file (a weight), as opposed to an activation
 
     @property
     def is_dynamic(self) -> bool:
         """True when a dimension of the shape signature is unknown (-1)."""
         return any(d < 0 for d in self.shape_signature)
+
+    def quantized_range(self) -> tuple[int, int] | None:
+        """(qmin, qmax) of an integer tensor with a per-tensor scale; None otherwise."""
+        if self.scale is None or self.dtype not in _INT_RANGES:
+            return None
+        return _INT_RANGES[self.dtype]
+
+    def mean_std(self) -> tuple[float, float] | None:
+        """The converter's old (mean, std_dev) input convention for this quantization:
+        ``real = (q - mean) / std_dev``, so mean = zero_point and std_dev = 1 / scale."""
+        if self.quantized_range() is None or not self.scale:
+            return None
+        return float(self.zero_point or 0), 1.0 / self.scale
+
+    def float_range(self) -> tuple[float, float] | None:
+        """The real values the quantized range covers: ((qmin - zp) x scale, (qmax - zp) x scale)."""
+        q = self.quantized_range()
+        if q is None:
+            return None
+        zp = self.zero_point or 0
+        return (q[0] - zp) * self.scale, (q[1] - zp) * self.scale
 
     def io_dict(self) -> dict[str, Any]:
         """The I/O record of docs/internals.md: name, index, shape, shape_signature, dtype, scale,
@@ -154,6 +178,16 @@ class WeightStats:
     bytes: int
 
 
+@dataclass(frozen=True)
+class Signature:
+    """A SignatureDef: its key and the names it gives to tensors (name -> tensor index)."""
+
+    key: str
+    subgraph: int
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+
+
 @dataclass
 class ModelInfo:
     """What :func:`read_model` found in a .tflite file."""
@@ -172,8 +206,13 @@ class ModelInfo:
     sparse_tensors: list[str]
     min_runtime_version: str | None
     metadata: dict[str, int]  #: metadata entry name -> buffer index
-    signatures: list[str]
+    signature_defs: list[Signature]
     tensors: list[TensorInfo]  #: all tensors of the main subgraph (for per-layer comparison)
+
+    @property
+    def signatures(self) -> list[str]:
+        """The signature keys ("serving_default" ...)."""
+        return [s.key for s in self.signature_defs]
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -379,6 +418,7 @@ def _parse(p: Path, data: bytes) -> ModelInfo:
     sparse: list[str] = []
     for sg_index, sg in enumerate(model.tables(2)):
         tensors = [_tensor(t, i) for i, t in enumerate(sg.tables(0))]
+        tensors = [replace(t, constant=True) if _buffer_bytes(buffers, t.buffer) else t for t in tensors]
         operators = sg.tables(3)
         for op in operators:
             idx = op.scalar(0, "<I", 0)
@@ -433,9 +473,17 @@ def _parse(p: Path, data: bytes) -> ModelInfo:
         sparse_tensors=sparse,
         min_runtime_version=min_version,
         metadata=metadata,
-        signatures=[s.string(2) or "" for s in model.tables(7)],
+        signature_defs=[_signature(s) for s in model.tables(7)],
         tensors=main_tensors,
     )
+
+
+def _signature(s: _Table) -> Signature:
+    def names(index: int) -> dict[str, int]:
+        return {m.string(0) or "": m.scalar(1, "<I", 0) for m in s.tables(index)}
+
+    return Signature(key=s.string(2) or "", subgraph=s.scalar(4, "<I", 0), inputs=names(0),
+                     outputs=names(1))
 
 
 def _tensor(t: _Table, index: int) -> TensorInfo:

@@ -1,0 +1,440 @@
+"""``edgebench convert``: one model -> fp32 / fp16 / dynamic-range / int8 TFLite variants + manifest.
+
+Sources and the tool that converts them:
+
+- a SavedModel folder, a ``.keras`` or ``.h5`` file: the TensorFlow converter (extra ``convert``);
+- an fp32 ``.tflite``: ai-edge-quantizer (extra ``quantize``; TensorFlow is never imported).
+
+Variants: ``fp32`` as converted; ``fp16`` float16 weights; ``dynamic`` int8 weights with float
+activations (dynamic-range); ``int8`` full integer from a representative dataset, builtin int8 ops
+only, I/O dtype per ``ConvertOptions.io``. int8 without calibration data is refused unless the
+calibration is explicitly ``"random"`` (recorded in the manifest, warned about by ``inspect``).
+
+``compat_runtime`` ("2.14") asks the TF converter for ops that runtime loads: below 2.17 dense layers
+are quantized per tensor (per-channel dynamic-range FULLY_CONNECTED is v12, new in 2.17), and every
+variant is checked with :func:`controller.compat.check` against ``tflite-runtime <version>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller import compat
+from controller import manifest as mf
+from controller.convert_data import (
+    RANDOM,
+    SampleSet,
+    load_calibration,
+    load_eval,
+    random_calibration,
+    single_input,
+)
+from controller.errors import InputError, ToolError, UsageError
+from controller.tflite_model import ModelInfo, read_model, read_model_bytes
+
+VARIANTS = mf.VARIANTS
+IO_CHOICES = ("float", "int8", "uint8")
+SOURCE_KINDS = ("saved_model", "keras", "tflite")
+
+#: Called as progress(event, info): ("variant", {"variant", "index", "total"}), ("calibrate", {"done",
+#: "total"}), ("written", {"variant", "bytes"}), ("eval", {"variant"}).
+ProgressFn = Callable[[str, dict], None]
+
+
+@dataclass
+class ConvertOptions:
+    """Everything ``edgebench convert`` was asked for."""
+
+    src: Path
+    out: Path
+    name: str | None = None
+    variants: tuple[str, ...] = VARIANTS
+    calibration: str | None = None  #: a path, or "random"
+    calibration_samples: int = 200
+    io: str = "int8"  #: I/O dtype of the int8 variant
+    compat_runtime: str | None = None  #: e.g. "2.14": make variants tflite-runtime 2.14 loads
+    eval: Path | None = None  #: labelled .npz: run every variant on this machine and compare
+    seed: int = 0
+    top1_drop: float = 2.0  #: flag a variant whose top-1 is more than this many points below fp32
+    min_cosine: float = 0.99  #: flag a variant whose mean cosine similarity to fp32 is below this
+    runtime: str = "auto"  #: runtime of the eval runs
+
+    def validate(self) -> None:
+        """Raise UsageError for an option out of range (files are checked later, by the converter)."""
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise UsageError(f"unknown variant(s) {unknown}; choose from {','.join(VARIANTS)}")
+        if len(set(self.variants)) != len(self.variants):
+            raise UsageError(f"a variant is named twice in {','.join(self.variants)}")
+        if self.io not in IO_CHOICES:
+            raise UsageError(f"--io must be one of {', '.join(IO_CHOICES)}, got {self.io!r}")
+        if self.calibration_samples < 1:
+            raise UsageError("--calibration-samples must be >= 1")
+        if self.compat_runtime is not None:
+            compat.parse_version(self.compat_runtime)
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise UsageError(f"--name {self.name!r} must be a plain file name stem")
+        if "int8" in self.variants and not self.calibration:
+            raise UsageError(
+                "the int8 variant needs calibration data: full-integer quantization fixes the range of "
+                "every activation from samples of real inputs, and ranges taken from the wrong data ruin "
+                "accuracy. Give --calibration DATA (.npy, .npz with key 'x', or a folder of images; "
+                "a few hundred typical inputs), or --calibration random to accept meaningless ranges "
+                "(the manifest will say so), or leave int8 out of --variants"
+            )
+
+
+@dataclass
+class ConvertResult:
+    manifest: mf.Manifest
+    compat: dict[str, compat.Compat] = field(default_factory=dict)  #: per variant, with compat_runtime
+    accuracy: Any = None  #: controller.accuracy.AccuracyReport when --eval was given
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def compat_failures(self) -> list[str]:
+        return [f"{v}: {'; '.join(c.reasons)}" for v, c in self.compat.items() if not c.ok]
+
+
+def source_kind(src: Path) -> str:
+    """``saved_model`` / ``keras`` / ``tflite`` for ``src``. Raises InputError naming it otherwise."""
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder; give a SavedModel folder, a .keras/.h5 file or "
+                         "an fp32 .tflite")
+    if src.is_dir():
+        if (src / "saved_model.pb").is_file() or (src / "saved_model.pbtxt").is_file():
+            return "saved_model"
+        raise InputError(f"{src}: a folder without saved_model.pb is not a SavedModel; export one with "
+                         "tf.saved_model.save(model, path) or model.export(path)")
+    suffix = src.suffix.lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        return "keras"
+    if suffix == ".tflite":
+        return "tflite"
+    raise InputError(f"{src}: unknown kind of model ({suffix or 'no suffix'}); give a SavedModel folder, "
+                     "a .keras/.h5 file or an fp32 .tflite")
+
+
+def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> ConvertResult:
+    """Convert ``options.src`` into the asked variants in ``options.out`` and write ``manifest.json``.
+
+    Promises: every written variant is a readable TFLite file listed in the manifest with its sha256,
+    size, converter, options, calibration and I/O quantization; with ``eval``, every variant was run on
+    this machine and the accuracy table is in the result (and ``accuracy.json`` beside the manifest).
+    Raises UsageError / InputError for bad options or inputs (before anything is written), ToolError
+    when the converter or quantizer fails or its extra is not installed.
+    """
+    src = Path(options.src)
+    kind = source_kind(src)  # a missing or unknown SRC is the first thing to report
+    options.validate()
+    say = progress or (lambda event, info: None)
+    name = options.name or (src.name if src.is_dir() else src.stem)
+    out = Path(options.out)
+    if kind == "tflite" and options.io != "int8" and "int8" in options.variants:
+        raise UsageError(f"--io {options.io}: for an fp32 .tflite source ai-edge-quantizer makes int8 I/O "
+                         "only; use --io int8, or convert from the Keras/SavedModel source")
+
+    backend: _Backend = _TFBackend(src, kind, options) if kind != "tflite" else _QuantizerBackend(src, options)
+    with _stdout_to_stderr():
+        fp32_bytes = backend.fp32()
+    fp32_info = read_model_bytes(fp32_bytes, name=f"{name}.fp32.tflite")
+    if kind == "tflite":
+        _require_float(src, fp32_info)
+
+    calibration = None
+    if "int8" in options.variants:
+        tensor = single_input(fp32_info.inputs, "--calibration")
+        if options.calibration == RANDOM:
+            calibration = random_calibration(tensor, options.calibration_samples, options.seed)
+        else:
+            calibration = load_calibration(options.calibration, tensor, options.calibration_samples,
+                                           options.seed)
+    eval_set = None
+    if options.eval is not None:
+        tensor = single_input(fp32_info.inputs, "--eval")
+        first_out = fp32_info.outputs[0].shape if fp32_info.outputs else []
+        eval_set = load_eval(options.eval, tensor, int(first_out[-1]) if first_out else None)
+
+    out.mkdir(parents=True, exist_ok=True)
+    variants: dict[str, mf.Variant] = {}
+    result = ConvertResult(manifest=None)  # type: ignore[arg-type]  # set below
+    for index, variant in enumerate(options.variants):
+        say("variant", {"variant": variant, "index": index, "total": len(options.variants)})
+        with _stdout_to_stderr():
+            data, variant_options = (fp32_bytes, backend.fp32_options()) if variant == "fp32" else \
+                backend.variant(variant, calibration, say)
+        path = out / f"{name}.{variant}.tflite"
+        _write_atomic(path, data)
+        info = read_model(path)
+        variants[variant] = _variant_entry(variant, path, info, backend, variant_options,
+                                           calibration if variant == "int8" else None)
+        say("written", {"variant": variant, "bytes": info.bytes})
+        if options.compat_runtime:
+            result.compat[variant] = compat.check_info(info, "tflite-runtime", options.compat_runtime)
+
+    eval_record = None
+    if eval_set is not None:
+        eval_file = out / f"{name}.eval.npz"
+        if Path(options.eval).resolve() != eval_file.resolve():
+            arrays = {"x": eval_set.x} if eval_set.y is None else {"x": eval_set.x, "y": eval_set.y}
+            np.savez_compressed(eval_file, **arrays)
+        eval_record = {"file": eval_file.name, "samples": len(eval_set), "labels": eval_set.y is not None}
+
+    manifest = mf.Manifest(
+        path=out / mf.MANIFEST_NAME, name=name,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source={"path": str(src), "kind": kind, "sha256": _source_sha256(src)},
+        variants=variants, eval=eval_record,
+    )
+    mf.write(manifest)
+    result.manifest = manifest
+    if calibration is not None and calibration.random:
+        result.warnings.append("int8 was calibrated on random data (--calibration random): its accuracy "
+                               "says nothing about real inputs")
+    if eval_set is not None:
+        from controller import accuracy
+
+        thresholds = accuracy.Thresholds(top1_drop=options.top1_drop, min_cosine=options.min_cosine)
+        result.accuracy = accuracy.evaluate(manifest, thresholds=thresholds, runtime=options.runtime,
+                                            progress=say)
+        accuracy.save(result.accuracy, out / "accuracy.json")
+    return result
+
+
+def _variant_entry(variant: str, path: Path, info: ModelInfo, backend: _Backend, options: dict,
+                   calibration: SampleSet | None) -> mf.Variant:
+    return mf.Variant(
+        name=variant, file=path.name, path=path, sha256=info.sha256, bytes=info.bytes,
+        converter=backend.converter_record(variant), options=options,
+        calibration=calibration.calibration_record() if calibration is not None else None,
+        inputs=[t.io_dict() for t in info.inputs], outputs=[t.io_dict() for t in info.outputs],
+        min_runtime_version=info.min_runtime_version,
+    )
+
+
+def _require_float(src: Path, info: ModelInfo) -> None:
+    quantized = {w.dtype for w in info.weights} & {"int8", "uint8", "float16", "int4", "int16"}
+    io_quant = [t.name for t in info.inputs + info.outputs if t.scale is not None]
+    if quantized or io_quant:
+        raise InputError(f"{src}: this .tflite is already quantized (weights {sorted(quantized)}, quantized "
+                         f"I/O {io_quant}); give the fp32 model (or the Keras/SavedModel source)")
+
+
+def _source_sha256(src: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
+    for f in files:
+        if src.is_dir():
+            digest.update(str(f.relative_to(src)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; variants are shared files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what the converters print (Keras' export prints to stdout, also from C++) to stderr, so
+    ``--json`` keeps stdout for its document."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class _Backend:
+    def fp32(self) -> bytes:
+        raise NotImplementedError
+
+    def fp32_options(self) -> dict:
+        raise NotImplementedError
+
+    def variant(self, variant: str, calibration: SampleSet | None, say: ProgressFn) -> tuple[bytes, dict]:
+        raise NotImplementedError
+
+    def converter_record(self, variant: str) -> dict:
+        raise NotImplementedError
+
+
+def _calibration_batches(calibration: SampleSet, say: ProgressFn) -> Iterator[np.ndarray]:
+    total = len(calibration)
+    for i in range(total):
+        yield calibration.x[i][None]
+        say("calibrate", {"done": i + 1, "total": total})
+
+
+class _TFBackend(_Backend):
+    """The TensorFlow converter (tf.lite.TFLiteConverter)."""
+
+    def __init__(self, src: Path, kind: str, options: ConvertOptions):
+        self.src, self.kind, self.options = src, kind, options
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            import tensorflow as tf
+        except ImportError:
+            raise ToolError(f"converting {src} needs TensorFlow: pip install 'edgebench[convert]' "
+                            "(tensorflow-cpu)") from None
+        self.tf = tf
+        self.version = tf.__version__
+        self.model = None
+        if kind == "keras":
+            try:
+                import keras
+
+                self.model = keras.models.load_model(str(src), compile=False)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise InputError(f"{src}: not a loadable Keras model ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); save it with "
+                                 "model.save('model.keras')") from None
+        self.per_tensor_dense = bool(options.compat_runtime and
+                                     compat.parse_version(options.compat_runtime) < (2, 17, 0))
+
+    def _converter(self):
+        tf = self.tf
+        if self.kind == "keras":
+            return tf.lite.TFLiteConverter.from_keras_model(self.model)
+        return tf.lite.TFLiteConverter.from_saved_model(str(self.src))
+
+    def _convert(self, converter, variant: str) -> bytes:
+        try:
+            return bytes(converter.convert())
+        except Exception as exc:  # the converter raises many types (ConverterError, ValueError ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ToolError(f"the TensorFlow converter failed on the {variant} variant of {self.src}: "
+                            f"{first}") from exc
+
+    def fp32(self) -> bytes:
+        return self._convert(self._converter(), "fp32")
+
+    def fp32_options(self) -> dict:
+        return {"optimizations": []}
+
+    def variant(self, variant: str, calibration: SampleSet | None, say: ProgressFn) -> tuple[bytes, dict]:
+        tf = self.tf
+        converter = self._converter()
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        record: dict[str, Any] = {"optimizations": ["DEFAULT"]}
+        if variant == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+            record["supported_types"] = ["float16"]
+        if variant in ("dynamic", "int8") and self.per_tensor_dense:
+            # Per-channel dense layers make FULLY_CONNECTED v12 (runtime 2.17+); per-tensor stays older.
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+            record["per_tensor_dense"] = True
+        if variant == "int8":
+            if calibration is None:
+                raise UsageError("the int8 variant needs --calibration")
+            converter.representative_dataset = lambda: ([b] for b in _calibration_batches(calibration, say))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[self.options.io]
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+            record.update(supported_ops=["TFLITE_BUILTINS_INT8"], io=self.options.io)
+        if self.options.compat_runtime:
+            record["compat_runtime"] = self.options.compat_runtime
+        return self._convert(converter, variant), record
+
+    def converter_record(self, variant: str) -> dict:
+        return {"name": "tensorflow", "version": self.version}
+
+
+def _fp16_recipe() -> list:
+    return [{
+        "regex": ".*", "operation": "*", "algorithm_key": "float_casting",
+        "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+                      "compute_precision": "FLOAT", "explicit_dequantize": True},
+    }]
+
+
+class _QuantizerBackend(_Backend):
+    """ai-edge-quantizer on an fp32 .tflite (no TensorFlow)."""
+
+    def __init__(self, src: Path, options: ConvertOptions):
+        self.src, self.options = src, options
+        try:
+            from ai_edge_quantizer import quantizer, recipe
+        except ImportError:
+            raise ToolError(f"quantizing {src} needs ai-edge-quantizer: pip install 'edgebench[quantize]'") \
+                from None
+        self.quantizer, self.recipe = quantizer, recipe
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            self.version = version("ai-edge-quantizer")
+        except PackageNotFoundError:
+            self.version = "unknown"
+        self.data = src.read_bytes()
+
+    def fp32(self) -> bytes:
+        read_model(self.src)  # a clear InputError for a file that is not a model
+        return self.data
+
+    def fp32_options(self) -> dict:
+        return {"copied_from": str(self.src)}
+
+    def variant(self, variant: str, calibration: SampleSet | None, say: ProgressFn) -> tuple[bytes, dict]:
+        recipes = {"fp16": (_fp16_recipe, "float_casting fp16 weights"),
+                   "dynamic": (self.recipe.dynamic_wi8_afp32, "dynamic_wi8_afp32"),
+                   "int8": (self.recipe.static_wi8_ai8, "static_wi8_ai8")}
+        make, label = recipes[variant]
+        try:
+            with warnings.catch_warnings():
+                # The calibrator turns on experimental_preserve_all_tensors and says so; that is expected.
+                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+                q = self.quantizer.Quantizer(bytearray(self.data), make())
+                result_cal = None
+                if q.need_calibration:
+                    if calibration is None:
+                        raise UsageError("the int8 variant needs --calibration")
+                    info = read_model_bytes(self.data, str(self.src))
+                    sig = info.signature_defs[0] if info.signature_defs else None
+                    if sig is None or len(sig.inputs) != 1:
+                        raise InputError(f"{self.src}: int8 via ai-edge-quantizer needs a model with a "
+                                         "signature of one input; convert from the Keras/SavedModel source")
+                    input_name = next(iter(sig.inputs))
+                    samples = [{input_name: b} for b in _calibration_batches(calibration, say)]
+                    result_cal = q.calibrate({sig.key: samples})
+                data = bytes(q.quantize(result_cal, enable_progress_report=False).quantized_model)
+        except (InputError, UsageError):
+            raise
+        except Exception as exc:  # the quantizer raises ValueError/RuntimeError/KeyError ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ToolError(f"ai-edge-quantizer failed on the {variant} variant of {self.src}: {first}") \
+                from exc
+        return data, {"recipe": label}
+
+    def converter_record(self, variant: str) -> dict:
+        if variant == "fp32":
+            return {"name": "copy", "version": None}
+        return {"name": "ai-edge-quantizer", "version": self.version}
+

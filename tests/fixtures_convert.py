@@ -1,0 +1,151 @@
+"""Session fixtures of the convert tests: one small Keras model converted for real, once per source hash.
+
+``keras_family``: a subprocess trains a small Keras CNN on the 8x8 digits (seeded, ~1 s), saves it as
+``small.keras`` and runs ``edgebench convert`` on it twice: all four variants with calibration and
+``--eval``, the dynamic variant alone with ``--compat-runtime 2.14``, and int8 calibrated on a folder of
+PNG images. ``quantized_family``: a second
+subprocess, which must never import TensorFlow, runs ``edgebench convert`` on the fp32 .tflite of the
+first (ai-edge-quantizer path). Both are cached under ``build/test-convert/<hash>/`` keyed by the sha256
+of this file and of the controller modules the conversion uses, so a re-run costs nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "build" / "test-convert"
+_SOURCES = ("tests/fixtures_convert.py", "controller/convert.py", "controller/convert_data.py",
+            "controller/accuracy.py", "controller/manifest.py", "controller/tflite_model.py",
+            "controller/commands/convert.py", "controller/convert_view.py")
+
+# Runs in a fresh interpreter: train, save, convert through the real CLI. Writes results.json.
+_KERAS_SCRIPT = r"""
+import contextlib, io, json, os, sys
+from pathlib import Path
+import numpy as np
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import keras, tensorflow as tf
+from sklearn.datasets import load_digits
+from controller.cli import main
+
+out = Path(sys.argv[1])
+keras.utils.set_random_seed(0)
+tf.config.experimental.enable_op_determinism()
+d = load_digits()
+x = (d.images.astype(np.float32) / 16.0)[..., None]
+y = d.target.astype(np.int64)
+order = np.random.default_rng(0).permutation(len(x))
+train, held = order[:1400], order[1400:]
+inp = keras.Input((8, 8, 1), name="image")
+h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+h = keras.layers.Flatten()(h)
+h = keras.layers.Dense(64, activation="relu")(h)
+outp = keras.layers.Dense(10, activation="softmax")(h)
+model = keras.Model(inp, outp)
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(x[train], y[train], epochs=4, batch_size=32, verbose=0)
+model.save(out / "small.keras")
+np.save(out / "cal.npy", x[train][:100])
+np.savez(out / "eval.npz", x=x[held], y=y[held])
+
+def cli(argv):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    return {"rc": rc, "doc": json.loads(buf.getvalue()) if rc == 0 else None}
+
+results = {
+    "full": cli(["convert", str(out / "small.keras"), "--out", str(out / "family"), "--name", "small",
+                 "--calibration", str(out / "cal.npy"), "--eval", str(out / "eval.npz"), "--json"]),
+    "compat": cli(["convert", str(out / "small.keras"), "--out", str(out / "compat"), "--name", "small",
+                   "--variants", "dynamic", "--compat-runtime", "2.14", "--json"]),
+}
+images = out / "images"
+images.mkdir()
+for i in range(30):
+    png = tf.io.encode_png(tf.constant((x[train][i] * 255).astype(np.uint8)))
+    tf.io.write_file(str(images / f"digit{i:02d}.png"), png)
+results["images"] = cli(["convert", str(out / "small.keras"), "--out", str(out / "from_images"), "--name",
+                         "small", "--variants", "int8", "--calibration", str(images), "--json"])
+(out / "results.json").write_text(json.dumps(results))
+"""
+
+# Runs in a fresh interpreter that must not import TensorFlow: the ai-edge-quantizer path.
+_QUANT_SCRIPT = r"""
+import contextlib, io, json, sys
+from pathlib import Path
+from controller.cli import main
+
+out, src = Path(sys.argv[1]), sys.argv[2]
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    rc = main(["convert", src, "--out", str(out / "family"), "--name", "q", "--calibration",
+               str(out / "cal.npy"), "--eval", str(out / "eval.npz"), "--json"])
+(out / "results.json").write_text(json.dumps({
+    "rc": rc, "doc": json.loads(buf.getvalue()) if rc == 0 else None,
+    "tensorflow_imported": any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules),
+}))
+"""
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for rel in _SOURCES:
+        digest.update((REPO / rel).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached(name: str, make, timeout: float = 600.0) -> Path:
+    """Return CACHE/<hash>/<name>, running ``make(tmp_dir)`` once under an flock when it is missing."""
+    target = CACHE / _source_hash() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "results.json").is_file():
+            tmp = target.parent / f"{name}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            make(tmp, timeout)
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(tmp, target)
+    return target
+
+
+def _run(script: str, args: list[str], timeout: float) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", script, *args], check=False, capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=str(REPO))
+    if proc.returncode != 0:
+        raise RuntimeError(f"conversion script failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def keras_family() -> Path:
+    """Folder with small.keras, cal.npy, eval.npz, family/ (4 variants + manifest + accuracy.json),
+    compat/ (dynamic with --compat-runtime 2.14) and results.json (exit codes + --json documents)."""
+    return _cached("keras", lambda tmp, timeout: _run(_KERAS_SCRIPT, [str(tmp)], timeout))
+
+
+@pytest.fixture(scope="session")
+def quantized_family(keras_family) -> Path:
+    """The fp32 .tflite of keras_family quantized by ai-edge-quantizer in a process without TensorFlow."""
+    def make(tmp: Path, timeout: float) -> None:
+        for f in ("cal.npy", "eval.npz"):
+            shutil.copy(keras_family / f, tmp / f)
+        _run(_QUANT_SCRIPT, [str(tmp), str(keras_family / "family" / "small.fp32.tflite")], timeout)
+
+    return _cached("quantized", make)
+
+
+def results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
