@@ -12,6 +12,7 @@ The runtime comes from the agent's discovery (:mod:`agent.runtimes`, "auto" orde
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,11 @@ def _interpreter(path: Path) -> tuple[Any, str]:
     except AgentError as exc:
         raise ToolError(f"inspect --compare needs a TFLite runtime on this machine: {exc}") from exc
     try:
-        interpreter = runtime.interpreter_class(model_path=str(path), experimental_preserve_all_tensors=True)
+        with warnings.catch_warnings():
+            # The runtime warns that preserving all tensors costs memory: that is the point here.
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            interpreter = runtime.interpreter_class(model_path=str(path),
+                                                    experimental_preserve_all_tensors=True)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"{path}: {runtime.spec.name} cannot load it ({str(exc).splitlines()[0]}); check "

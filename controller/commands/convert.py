@@ -78,7 +78,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result_document(result), indent=2))
     else:
-        out = Console()
+        out = Console() if sys.stdout.isatty() else Console(width=160)
         for renderable in variants_table(result):
             out.print(renderable)
     for warning in result.warnings:

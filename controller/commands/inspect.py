@@ -49,6 +49,15 @@ def run(args) -> int:
     return _inspect(args)
 
 
+def _console():
+    """A console for stdout: the terminal's width, or 160 columns when piped (tables stay readable)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _checks(args, info) -> list:
     from controller.compat import check_info
 
@@ -114,7 +123,7 @@ def _inspect(args) -> int:
         print(json.dumps(doc, indent=2))
         return int(ExitCode.OK)
 
-    console = Console()
+    console = _console()
     console.print(f"[bold]{path}[/]  {info.bytes:,} bytes  sha256 {info.sha256[:16]}...  schema v"
                   f"{info.schema_version}  min runtime version: {info.min_runtime_version or 'not recorded'}")
     console.print(f"subgraphs: {len(info.subgraphs)} ("
@@ -166,7 +175,6 @@ def _inspect(args) -> int:
 def _compare(args) -> int:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from controller.layer_compare import compare_layers
@@ -176,7 +184,7 @@ def _compare(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return int(ExitCode.OK)
-    console = Console()
+    console = _console()
     table = Table(title=f"largest errors of {b} against {a} ({result.samples} samples, {result.runtime})")
     for col in ("tensor", "shape", "dtypes", "rel RMSE", "RMSE", "max abs", "cosine"):
         table.add_column(col, justify="left" if col in ("tensor", "shape", "dtypes") else "right")
