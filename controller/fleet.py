@@ -595,6 +595,8 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
                 thread.join(timeout=0.5)
     except KeyboardInterrupt:
         result.interrupted = True
+        for device_run in runs:  # stop the work in flight: local commands killed, SSH links closed
+            device_run.close()
         store.save_run_info(interrupted=True)
         store.write_tables()
         raise

@@ -141,6 +141,7 @@ class RunStore:
         self.run_id = run_id
         self.root = os.path.join(root, run_id)
         self._lock = threading.Lock()
+        self._tables_lock = threading.Lock()
         self._extra_rows: dict[tuple[str, str], dict[str, Any]] = {}  # (device, job id) -> not-run row
         self._accuracy: dict[tuple[str, str], dict[str, Any]] = {}  # (device, job id) -> accuracy columns
         self.run_info: dict[str, Any] = {}
@@ -231,14 +232,15 @@ class RunStore:
         results DataFrame."""
         import pandas as pd
 
-        rows, samples = self.rows()
-        results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-        sample_frame = pd.DataFrame(samples, columns=["run_id", "device", "job_id", "model", "variant",
-                                                      "threads", "index", "latency_us"])
-        for frame, name in ((results, "results.parquet"), (sample_frame, "samples.parquet")):
-            tmp = self.path(f".tmp-{name}")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path(name))
+        with self._tables_lock:  # device threads and Ctrl-C may both get here
+            rows, samples = self.rows()
+            results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+            sample_frame = pd.DataFrame(samples, columns=["run_id", "device", "job_id", "model", "variant",
+                                                          "threads", "index", "latency_us"])
+            for frame, name in ((results, "results.parquet"), (sample_frame, "samples.parquet")):
+                tmp = self.path(f".tmp-{name}")
+                frame.to_parquet(tmp, index=False)
+                os.replace(tmp, self.path(name))
         return results
 
 

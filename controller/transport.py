@@ -204,6 +204,7 @@ class LocalTransport(Transport):
             # What a shell would answer, so callers see one interface: 127 not found, 126 not executable.
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return CommandResult(list(argv), code, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - start)
+        self._running = proc
         stderr_parts: list = []
         reader = threading.Thread(target=lambda: stderr_parts.append(proc.stderr.read()), daemon=True)
         reader.start()
@@ -228,6 +229,7 @@ class LocalTransport(Transport):
         finally:
             timer.cancel()
             reader.join(timeout=10)
+            self._running = None
         stderr = "".join(stderr_parts)
         seconds = time.monotonic() - start
         if timed_out.is_set():
@@ -265,7 +267,10 @@ class LocalTransport(Transport):
         return os.path.expanduser("~")
 
     def close(self) -> None:
-        return None
+        """Stop a command still running (e.g. after Ctrl-C): its process group, by PID."""
+        proc = getattr(self, "_running", None)
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -271,3 +271,38 @@ def test_usage_errors_exit_2_and_name_the_problem(family, tmp_path, capsys, argv
     argv = [str(family / "convnet.fp32.tflite") if a == "MODEL" else a for a in argv]
     assert main(["run", *argv, "--devices", str(inventory), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_results_that_completed(family, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inventory = local_inventory(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", str(family), "--devices", str(inventory), "--out", str(out),
+         "--runs", "5", "--min-seconds", "1.5", "--warmup-min-seconds", "0", "--no-eval", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(out.glob("*/results/here/*.json")):
+            time.sleep(0.1)
+        assert list(out.glob("*/results/here/*.json")), "no job finished within 60 s"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    (run_dir,) = out.iterdir()
+    results = pd.read_parquet(run_dir / "results.parquet")
+    ok = results[results["status"] == "ok"]
+    assert 1 <= len(ok) < 3 and (ok["p50_ms"] > 0).all()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["interrupted"] is True
+    # The agent's batch was stopped with the controller (its lock is free again).
+    with open(tmp_path / "here work" / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
