@@ -146,3 +146,14 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
+
+
+def console(stderr: bool = False):
+    """A rich Console: the terminal's width on a terminal, 160 columns when piped (logs, CI), so tables
+    stay one line per row."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)

@@ -28,12 +28,11 @@ def run(args) -> int:
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    from rich.console import Console
-
     from controller.bootstrap import BootstrapOptions, bootstrap_device
     from controller.errors import ExitCode
     from controller.fleet import agent_zipapp
     from controller.inventory import selected_devices
+    from controller.report import console
 
     _, devices = selected_devices(args)
     options = BootstrapOptions(wheels=args.wheels, runtime=args.runtime)
@@ -43,7 +42,7 @@ def run(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
     else:
-        out = Console()
+        out = console()
         for report in reports:
             head = "[green]ready[/]" if report.ok else f"[red]failed[/] ({report.kind}): {report.reason}"
             out.print(f"{report.device}: {head}")

@@ -32,14 +32,12 @@ def run(args) -> int:
     import json
     import sys
 
-    from rich.console import Console
-
     from controller.errors import ExitCode, UsageError
     from controller.inventory import selected_devices
-    from controller.report import devices_table
+    from controller.report import console, devices_table
 
     inventory, devices = selected_devices(args)
-    out = Console()
+    out = console()
     if args.trust:
         from controller.ssh_transport import trust_host_key
 

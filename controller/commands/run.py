@@ -55,7 +55,6 @@ def run(args) -> int:
     import os
     import sys
 
-    from rich.console import Console
     from rich.live import Live
 
     from controller import __version__
@@ -68,7 +67,7 @@ def run(args) -> int:
         score_outputs,
     )
     from controller.inventory import selected_devices
-    from controller.report import FleetBoard, results_table
+    from controller.report import FleetBoard, console, results_table
     from controller.store import RunStore, run_info
 
     if args.runs < 1 or args.warmup < 0 or args.parallel < 1:
@@ -91,8 +90,8 @@ def run(args) -> int:
     )
     store = RunStore.create(args.out, run_info(options, inventory.path, devices, models, __version__))
     board = FleetBoard()
-    err = Console(stderr=True)
-    out = Console()
+    err = console(stderr=True)
+    out = console()
     try:
         if args.json:
             result = run_fleet(devices, models, options, store, board.update, score_outputs)
