@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import sys
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def loadavg() -> list | None:
 def environment() -> dict:
     """The result document's ``env`` (DESIGN.md keys). ``temp_c_after`` is filled in after the job."""
     return {
-        "hostname": socket.gethostname(),
+        "hostname": platform.node(),
         "arch": platform.machine(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),

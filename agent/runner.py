@@ -6,7 +6,7 @@ its whole process group and reported ``timeout``. In both cases the document is 
 checkpoint (model and runtime known once loaded) or, failing that, one built here. The runner itself
 imports only the standard library: a bad model can never take the agent process down.
 
-The worker is started as ``python -c <boot> _worker JOB RESULT`` where ``<boot>`` puts the folder (or
+The worker is started as ``python -c <boot> JOB RESULT`` where ``<boot>`` puts the folder (or
 the .pyz zipapp) that holds the ``agent`` package first on sys.path, so it works the same from a
 source tree, an installed package and ``edgebench-agent.pyz``.
 """
@@ -50,9 +50,10 @@ def agent_root() -> str:
 
 def worker_command(python: str, job_file: str, result_file: str) -> list:
     """argv that starts a worker for ``job_file`` writing ``result_file``."""
+    # Straight to the worker (not through the CLI): no argparse / logging in the measured process.
     boot = (f"import sys; sys.path.insert(0, {agent_root()!r}); "
-            "from agent.cli import main; sys.exit(main(sys.argv[1:]))")
-    return [python, "-c", boot, "_worker", job_file, result_file]
+            "from agent.worker import main; sys.exit(main(sys.argv[1], sys.argv[2]))")
+    return [python, "-c", boot, job_file, result_file]
 
 
 def run_job(spec: JobSpec, options: RunnerOptions | None = None) -> dict:

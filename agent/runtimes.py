@@ -121,7 +121,7 @@ def load(spec: RuntimeSpec) -> LoadedRuntime:
         resolver = getattr(module, "OpResolverType", None)
         package = importlib.import_module(spec.module.split(".")[0])
         version = getattr(package, "__version__", None)
-    version = distribution_version(spec) or version
+    version = version or distribution_version(spec)  # metadata only as a fallback: it imports email & co
     no_default = getattr(resolver, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None) if resolver else None
     return LoadedRuntime(spec, version, interpreter_class, no_default)
 

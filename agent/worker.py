@@ -107,6 +107,7 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     doc["timing"].update(stats, init_ms=loaded["init_ns"] / 1e6, first_inference_ms=first_ns / 1e6,
                          warmup_count=len(warm.samples_ns), warmup_ms=warm.elapsed_ns / 1e6,
                          stop_reason=loop.stop_reason)
+    del warm  # its samples are not reported; free them before the outputs pass
     if stats["noisy"]:
         doc["warnings"].append(f"noisy: std/mean = {stats['std_ms'] / stats['mean_ms']:.0%} "
                                f"(>= {measure.NOISE_THRESHOLD:.0%}); close other load, pin the governor, "
