@@ -102,6 +102,7 @@ class ConvertResult:
     compat: dict[str, compat.Compat] = field(default_factory=dict)  #: per variant, with compat_runtime
     accuracy: Any = None  #: controller.accuracy.AccuracyReport when --eval was given
     warnings: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  #: variant -> why the tool could not make it
 
     @property
     def compat_failures(self) -> list[str]:
@@ -133,8 +134,9 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
     Promises: every written variant is a readable TFLite file listed in the manifest with its sha256,
     size, converter, options, calibration and I/O quantization; with ``eval``, every variant was run on
     this machine and the accuracy table is in the result (and ``accuracy.json`` beside the manifest).
-    Raises UsageError / InputError for bad options or inputs (before anything is written), ToolError
-    when the converter or quantizer fails or its extra is not installed.
+    A variant the converter or quantizer cannot make is listed in ``result.failures`` and the others
+    are still written (the CLI then exits 4). Raises UsageError / InputError for bad options or inputs
+    (before anything is written), ToolError when no variant at all can be made or an extra is missing.
     """
     src = Path(options.src)
     kind = source_kind(src)  # a missing or unknown SRC is the first thing to report
@@ -172,18 +174,29 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
     result = ConvertResult(manifest=None)  # type: ignore[arg-type]  # set below
     for index, variant in enumerate(options.variants):
         say("variant", {"variant": variant, "index": index, "total": len(options.variants)})
-        with _stdout_to_stderr():
-            data, variant_options = (fp32_bytes, backend.fp32_options()) if variant == "fp32" else \
-                backend.variant(variant, calibration, say)
+        try:
+            with _stdout_to_stderr():
+                data, variant_options = (fp32_bytes, backend.fp32_options()) if variant == "fp32" else \
+                    backend.variant(variant, calibration, say)
+        except ToolError as exc:  # one variant the tool cannot make: keep going, keep the others
+            result.failures[variant] = str(exc)
+            say("written", {"variant": variant, "bytes": 0})
+            continue
         path = out / f"{name}.{variant}.tflite"
         _write_atomic(path, data)
         info = read_model(path)
         variants[variant] = _variant_entry(variant, path, info, backend, variant_options,
                                            calibration if variant == "int8" else None)
         say("written", {"variant": variant, "bytes": info.bytes})
+        if variant == "int8" and info.op_counts.get("DEQUANTIZE"):
+            result.warnings.append(f"{path.name} has {info.op_counts['DEQUANTIZE']} DEQUANTIZE op(s): the "
+                                   "converter kept some ops in float (no int8 kernel), so it is not full "
+                                   "integer end to end; see 'edgebench inspect'")
         if options.compat_runtime:
             result.compat[variant] = compat.check_info(info, "tflite-runtime", options.compat_runtime)
 
+    if not variants:
+        raise ToolError("no variant could be made: " + " | ".join(result.failures.values()))
     eval_record = None
     if eval_set is not None:
         eval_file = out / f"{name}.eval.npz"

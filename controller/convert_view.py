@@ -119,6 +119,7 @@ def result_document(result: ConvertResult) -> dict[str, Any]:
     doc["compat"] = {k: c.to_dict() for k, c in result.compat.items()}
     doc["accuracy"] = result.accuracy.to_dict() if result.accuracy is not None else None
     doc["warnings"] = list(result.warnings)
+    doc["failures"] = dict(result.failures)
     return doc
 
 

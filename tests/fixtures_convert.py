@@ -3,7 +3,7 @@
 ``keras_family``: a subprocess trains a small Keras CNN on the 8x8 digits (seeded, ~1 s), saves it as
 ``small.keras`` and runs ``edgebench convert`` on it twice: all four variants with calibration and
 ``--eval``, the dynamic variant alone with ``--compat-runtime 2.14``, and int8 calibrated on a folder of
-PNG images. ``quantized_family``: a second
+PNG images; a model whose int8 variant cannot be made; then a SavedModel export and a .h5 of the same model, and int8 with --io uint8 / float. ``quantized_family``: a second
 subprocess, which must never import TensorFlow, runs ``edgebench convert`` on the fp32 .tflite of the
 first (ai-edge-quantizer path). Both are cached under ``build/test-convert/<hash>/`` keyed by the sha256
 of this file and of the controller modules the conversion uses, so a re-run costs nothing.
@@ -59,10 +59,11 @@ np.save(out / "cal.npy", x[train][:100])
 np.savez(out / "eval.npz", x=x[held], y=y[held])
 
 def cli(argv):
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
         rc = main(argv)
-    return {"rc": rc, "doc": json.loads(buf.getvalue()) if rc == 0 else None}
+    return {"rc": rc, "doc": json.loads(buf.getvalue()) if buf.getvalue().strip() else None,
+            "stderr": err.getvalue()[-3000:]}
 
 results = {
     "full": cli(["convert", str(out / "small.keras"), "--out", str(out / "family"), "--name", "small",
@@ -77,6 +78,22 @@ for i in range(30):
     tf.io.write_file(str(images / f"digit{i:02d}.png"), png)
 results["images"] = cli(["convert", str(out / "small.keras"), "--out", str(out / "from_images"), "--name",
                          "small", "--variants", "int8", "--calibration", str(images), "--json"])
+model.export(str(out / "saved"))  # a SavedModel folder
+results["saved_model"] = cli(["convert", str(out / "saved"), "--out", str(out / "from_saved"), "--variants",
+                              "fp32,dynamic", "--json"])
+model.save(out / "small.h5")
+results["h5"] = cli(["convert", str(out / "small.h5"), "--out", str(out / "from_h5"), "--variants", "fp32",
+                     "--json"])
+for io_type in ("uint8", "float"):
+    results[f"io_{io_type}"] = cli(["convert", str(out / "small.keras"), "--out", str(out / f"io_{io_type}"),
+                                    "--variants", "int8", "--io", io_type, "--calibration",
+                                    str(out / "cal.npy"), "--json"])
+# An int32 input (embedding ids): fp32 converts, int8 cannot be calibrated with float samples.
+ids_in = keras.Input((4,), dtype="int32", name="ids")
+ids_model = keras.Model(ids_in, keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Embedding(10, 5)(ids_in))))
+ids_model.save(out / "ids.keras")
+results["partial"] = cli(["convert", str(out / "ids.keras"), "--out", str(out / "partial"), "--variants",
+                          "fp32,int8", "--calibration", "random", "--json"])
 (out / "results.json").write_text(json.dumps(results))
 """
 

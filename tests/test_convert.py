@@ -158,3 +158,37 @@ def test_int8_calibrated_on_a_folder_of_images(keras_family):
     assert int8["calibration"]["samples"] == 30 and int8["calibration"]["source"].endswith("images")
     low, high = read_model(keras_family / "from_images" / "small.int8.tflite").inputs[0].float_range()
     assert low == pytest.approx(0.0, abs=0.01) and high == pytest.approx(1.0, abs=0.02)
+
+
+def test_savedmodel_and_h5_sources(keras_family):
+    saved = results(keras_family)["saved_model"]
+    assert saved["rc"] == 0
+    assert saved["doc"]["source"]["kind"] == "saved_model"
+    assert list(saved["doc"]["variants"]) == ["fp32", "dynamic"]
+    keras_fp32 = read_model(keras_family / "family" / "small.fp32.tflite")
+    saved_fp32 = read_model(keras_family / "from_saved" / "saved.fp32.tflite")
+    assert saved_fp32.inputs[0].shape == keras_fp32.inputs[0].shape
+    assert saved_fp32.op_counts.get("FULLY_CONNECTED") == keras_fp32.op_counts.get("FULLY_CONNECTED")
+    h5 = results(keras_family)["h5"]
+    assert h5["rc"] == 0 and h5["doc"]["source"]["kind"] == "keras"
+    assert h5["doc"]["variants"]["fp32"]["bytes"] == pytest.approx(keras_fp32.bytes, rel=0.05)
+
+
+@pytest.mark.parametrize("io, dtype", [("uint8", "uint8"), ("float", "float32")])
+def test_int8_io_dtype_follows_the_option(keras_family, io, dtype):
+    run = results(keras_family)[f"io_{io}"]
+    assert run["rc"] == 0
+    info = read_model(keras_family / f"io_{io}" / "small.int8.tflite")
+    assert info.inputs[0].dtype == dtype and info.outputs[0].dtype == dtype
+    assert "int8" in {w.dtype for w in info.weights} and "float32" not in {w.dtype for w in info.weights}
+    assert run["doc"]["variants"]["int8"]["options"]["io"] == io
+
+
+def test_a_variant_the_converter_cannot_make_does_not_lose_the_others(keras_family):
+    run = results(keras_family)["partial"]
+    assert run["rc"] == 4  # a tool failed
+    assert "int8" in run["doc"]["failures"] and "converter failed on the int8" in run["doc"]["failures"]["int8"]
+    assert "could not make int8" in run["stderr"]
+    family = mf.load(keras_family / "partial")
+    assert list(family.variants) == ["fp32"] and family.verify() == []
+    assert not (keras_family / "partial" / "ids.int8.tflite").exists()

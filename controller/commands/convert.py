@@ -55,8 +55,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    """Convert, show progress on stderr, print the table (or JSON); 4 when a variant fails
-    --compat-runtime (everything is still written)."""
+    """Convert, show progress on stderr, print the table (or JSON); 4 when a variant could not be made
+    or fails --compat-runtime (everything that could be made is still written, with its manifest)."""
     import json
     import sys
     from pathlib import Path
@@ -85,9 +85,12 @@ def run(args) -> int:
         err.print(f"[yellow]warning:[/] {warning}")
     if result.accuracy is not None and result.accuracy.flagged:
         err.print(f"[yellow]drift flagged:[/] {', '.join(result.accuracy.flagged)} (see accuracy.json)")
+    if result.failures:
+        made = ", ".join(result.manifest.variants)
+        raise ToolError(f"wrote {made} to {options.out}, but could not make "
+                        + " | ".join(f"{v}: {why}" for v, why in result.failures.items()))
     failures = result.compat_failures
     if failures:
-        sys.stderr.flush()
         raise ToolError(f"variants written to {options.out}, but tflite-runtime {options.compat_runtime} "
                         f"cannot load: {' | '.join(failures)}")
     return int(ExitCode.OK)
