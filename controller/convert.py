@@ -143,6 +143,8 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
     options.validate()
     say = progress or (lambda event, info: None)
     name = options.name or (src.name if src.is_dir() else src.stem)
+    if not options.name and kind == "tflite" and name.endswith(".fp32"):
+        name = name[: -len(".fp32")]  # model.fp32.tflite -> model.{fp16,dynamic,int8}.tflite
     out = Path(options.out)
     if kind == "tflite" and options.io != "int8" and "int8" in options.variants:
         raise UsageError(f"--io {options.io}: for an fp32 .tflite source ai-edge-quantizer makes int8 I/O "
@@ -188,10 +190,11 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         variants[variant] = _variant_entry(variant, path, info, backend, variant_options,
                                            calibration if variant == "int8" else None)
         say("written", {"variant": variant, "bytes": info.bytes})
-        if variant == "int8" and info.op_counts.get("DEQUANTIZE"):
-            result.warnings.append(f"{path.name} has {info.op_counts['DEQUANTIZE']} DEQUANTIZE op(s): the "
-                                   "converter kept some ops in float (no int8 kernel), so it is not full "
-                                   "integer end to end; see 'edgebench inspect'")
+        float_ops = info.float_compute_ops() if variant == "int8" else []
+        if float_ops:
+            result.warnings.append(f"{path.name} computes {', '.join(float_ops)} in float (the converter "
+                                   "found no int8 kernel and dequantized around it): it is not full integer "
+                                   "end to end, which matters on int8-only accelerators")
         if options.compat_runtime:
             result.compat[variant] = compat.check_info(info, "tflite-runtime", options.compat_runtime)
 

@@ -69,18 +69,19 @@ def variants_table(result: ConvertResult) -> list[Any]:
     """Renderables: the variants table, then the accuracy table when there is one."""
     m = result.manifest
     ref = m.variants["fp32"].bytes if "fp32" in m.variants else None
-    table = Table(title=f"{m.name}: {len(m.variants)} variant(s) in {m.folder}")
-    for col in ("variant", "file", "bytes", "vs fp32", "converter", "input", "output", "min runtime"):
+    tools = sorted({f"{v.converter.get('name')} {v.converter.get('version') or ''}".strip()
+                    for v in m.variants.values()})
+    table = Table(title=f"{m.name}: {len(m.variants)} variant(s) in {m.folder} ({', '.join(tools)})")
+    for col in ("variant", "bytes", "vs fp32", "input", "output", "min runtime"):
         table.add_column(col, justify="right" if col in ("bytes", "vs fp32") else "left")
     if result.compat:
-        table.add_column("compat")
+        table.add_column(f"tflite-runtime {next(iter(result.compat.values())).runtime_version}")
     for name, v in m.variants.items():
-        row = [name, v.file, f"{v.bytes:,}", _ratio(v.bytes, ref),
-               f"{v.converter.get('name')} {v.converter.get('version') or ''}".strip(),
-               _io_text(v.inputs), _io_text(v.outputs), v.min_runtime_version or "-"]
+        row = [name, f"{v.bytes:,}", _ratio(v.bytes, ref), _io_text(v.inputs), _io_text(v.outputs),
+               v.min_runtime_version or "-"]
         if result.compat:
             c = result.compat.get(name)
-            row.append("-" if c is None else ("ok" if c.ok else "NO: " + c.reasons[0]))
+            row.append("-" if c is None else ("loads" if c.ok else "NO: " + c.reasons[0]))
         table.add_row(*row)
     out: list[Any] = [table]
     if result.accuracy is not None:

@@ -161,6 +161,16 @@ class OpUse:
 
 
 @dataclass(frozen=True)
+class OperatorInfo:
+    """One operator of the main subgraph: its op name and tensor indices (-1 = optional, absent)."""
+
+    name: str
+    version: int
+    inputs: list[int]
+    outputs: list[int]
+
+
+@dataclass(frozen=True)
 class SubgraphInfo:
     name: str
     tensors: int
@@ -208,6 +218,21 @@ class ModelInfo:
     metadata: dict[str, int]  #: metadata entry name -> buffer index
     signature_defs: list[Signature]
     tensors: list[TensorInfo]  #: all tensors of the main subgraph (for per-layer comparison)
+    operators: list[OperatorInfo] = field(default_factory=list)  #: of the main subgraph, in order
+
+    def float_compute_ops(self) -> list[str]:
+        """Names of main-subgraph ops that compute on float activations (a float32/float16 input that
+        is not a weight), leaving out DEQUANTIZE/QUANTIZE and shape bookkeeping. A full-integer model
+        has none."""
+        bookkeeping = {"DEQUANTIZE", "QUANTIZE", "SHAPE", "RANK"}
+        found = []
+        for op in self.operators:
+            if op.name in bookkeeping:
+                continue
+            if any(0 <= i < len(self.tensors) and self.tensors[i].dtype in ("float32", "float16")
+                   and not self.tensors[i].constant for i in op.inputs):
+                found.append(op.name)
+        return sorted(set(found))
 
     @property
     def signatures(self) -> list[str]:
@@ -253,6 +278,7 @@ class ModelInfo:
             "flex_ops": self.flex_ops,
             "weights": [asdict(w) for w in self.weights],
             "sparse_tensors": list(self.sparse_tensors),
+            "float_compute_ops": self.float_compute_ops(),
             "min_runtime_version": self.min_runtime_version,
             "metadata": sorted(self.metadata),
             "signatures": list(self.signatures),
@@ -414,17 +440,22 @@ def _parse(p: Path, data: bytes) -> ModelInfo:
     subgraphs: list[SubgraphInfo] = []
     main_tensors: list[TensorInfo] = []
     main_io: tuple[list[int], list[int]] = ([], [])
+    main_ops: list[OperatorInfo] = []
     weights: dict[str, list[int]] = {}
     sparse: list[str] = []
     for sg_index, sg in enumerate(model.tables(2)):
         tensors = [_tensor(t, i) for i, t in enumerate(sg.tables(0))]
         tensors = [replace(t, constant=True) if _buffer_bytes(buffers, t.buffer) else t for t in tensors]
         operators = sg.tables(3)
+        ops_here = []
         for op in operators:
             idx = op.scalar(0, "<I", 0)
             if idx >= len(codes):
                 raise _Truncated(f"operator uses op code {idx}, the table has {len(codes)}")
             uses[idx] += 1
+            if sg_index == 0:
+                ops_here.append(OperatorInfo(name=codes[idx].name, version=codes[idx].version,
+                                             inputs=op.scalars(1, "i") or [], outputs=op.scalars(2, "i") or []))
         inputs = sg.scalars(1, "i") or []
         outputs = sg.scalars(2, "i") or []
         for i in inputs + outputs:
@@ -443,7 +474,7 @@ def _parse(p: Path, data: bytes) -> ModelInfo:
                 stats[0] += 1
                 stats[1] += nbytes
         if sg_index == 0:
-            main_tensors, main_io = tensors, (inputs, outputs)
+            main_tensors, main_io, main_ops = tensors, (inputs, outputs), ops_here
 
     metadata: dict[str, int] = {}
     for md in model.tables(6):
@@ -475,6 +506,7 @@ def _parse(p: Path, data: bytes) -> ModelInfo:
         metadata=metadata,
         signature_defs=[_signature(s) for s in model.tables(7)],
         tensors=main_tensors,
+        operators=main_ops,
     )
 
 

@@ -1,12 +1,13 @@
-"""Session fixtures of the convert tests: one small Keras model converted for real, once per source hash.
+"""Session fixtures of the convert tests: small Keras models converted for real, once per source hash.
 
 ``keras_family``: a subprocess trains a small Keras CNN on the 8x8 digits (seeded, ~1 s), saves it as
-``small.keras`` and runs ``edgebench convert`` on it twice: all four variants with calibration and
-``--eval``, the dynamic variant alone with ``--compat-runtime 2.14``, and int8 calibrated on a folder of
-PNG images; a model whose int8 variant cannot be made; then a SavedModel export and a .h5 of the same model, and int8 with --io uint8 / float. ``quantized_family``: a second
-subprocess, which must never import TensorFlow, runs ``edgebench convert`` on the fp32 .tflite of the
-first (ai-edge-quantizer path). Both are cached under ``build/test-convert/<hash>/`` keyed by the sha256
-of this file and of the controller modules the conversion uses, so a re-run costs nothing.
+``small.keras`` and runs ``edgebench convert``: all four variants with calibration and ``--eval``; the
+dynamic variant alone with ``--compat-runtime 2.14``; int8 calibrated on a folder of PNG images; a model
+whose int8 variant cannot be made; one whose int8 variant keeps SIN in float; a SavedModel export and a
+.h5 of the same model; int8 with --io uint8 / float. ``quantized_family``: a second subprocess, which must
+never import TensorFlow, runs ``edgebench convert`` on the fp32 .tflite of the first (ai-edge-quantizer
+path). Both are cached under ``build/test-convert/<hash>/`` keyed by the sha256 of this file and of the
+controller modules the conversion uses, so a re-run costs nothing.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ ids_model = keras.Model(ids_in, keras.layers.Dense(3)(keras.layers.Flatten()(ker
 ids_model.save(out / "ids.keras")
 results["partial"] = cli(["convert", str(out / "ids.keras"), "--out", str(out / "partial"), "--variants",
                           "fp32,int8", "--calibration", "random", "--json"])
+# SIN has no int8 kernel: the converter keeps it in float between DEQUANTIZE and QUANTIZE.
+sin_in = keras.Input((8,), name="x")
+sin_model = keras.Model(sin_in, keras.layers.Dense(4)(keras.ops.sin(keras.layers.Dense(8)(sin_in))))
+sin_model.save(out / "sin.keras")
+results["float_fallback"] = cli(["convert", str(out / "sin.keras"), "--out", str(out / "float_fallback"),
+                                 "--variants", "int8", "--calibration", "random", "--json"])
 (out / "results.json").write_text(json.dumps(results))
 """
 

@@ -192,3 +192,17 @@ def test_a_variant_the_converter_cannot_make_does_not_lose_the_others(keras_fami
     family = mf.load(keras_family / "partial")
     assert list(family.variants) == ["fp32"] and family.verify() == []
     assert not (keras_family / "partial" / "ids.int8.tflite").exists()
+
+
+def test_int8_that_keeps_a_float_op_is_warned_about(keras_family, capsys):
+    run = results(keras_family)["float_fallback"]
+    assert run["rc"] == 0
+    warnings = run["doc"]["warnings"]
+    assert any("SIN in float" in w for w in warnings)
+    path = keras_family / "float_fallback" / "sin.int8.tflite"
+    assert read_model(path).float_compute_ops() == ["SIN"]
+    assert read_model(keras_family / "family" / "small.int8.tflite").float_compute_ops() == []
+    from controller.cli import main
+
+    assert main(["inspect", str(path)]) == 0
+    assert "ops computing in float: SIN" in capsys.readouterr().out

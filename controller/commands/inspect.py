@@ -159,6 +159,11 @@ def _inspect(args) -> int:
     console.print(f"custom ops: {', '.join(info.custom_ops) or 'none'}   Select-TF ops: "
                   f"{', '.join(info.flex_ops) or 'none'}   sparse tensors: "
                   f"{', '.join(info.sparse_tensors) or 'none'}")
+    quantized = any(w.dtype in ("int8", "uint8", "int16") for w in info.weights)
+    if quantized and any(t.scale is not None for t in info.inputs):
+        float_ops = info.float_compute_ops()
+        console.print("ops computing in float: " + (", ".join(float_ops) if float_ops else
+                                                     "none (full integer end to end)"))
     if any(r["mean_std"] for r in _io_rows(info)):
         console.print(f"[dim]{MEAN_STD_NOTE}[/]")
     for c in checks:
