@@ -16,6 +16,7 @@ Nothing is timed across SSH: the numbers come from the device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MODEL_SUFFIX = ".tflite"
 # How a device's short remote commands (info, verify) are bounded, seconds.
 SHORT_COMMAND_TIMEOUT = 120.0
+TABLES_EVERY_SECONDS = 5.0
 #: DeviceError kinds that mean the device could not be reached at all (for the NO_DEVICE exit code)
 UNREACHABLE_KINDS = ("unreachable", "auth", "host_key", "config")
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -96,6 +98,9 @@ class RunOptions:
     lock_timeout: float | None = None  #: overrides each device's lock_timeout
     seed: int = 0
     agent_pyz: str = ""
+    #: devices start measuring together, after all are prepared (when all run at once)
+    sync_start: bool = True
+    sync_start_timeout: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +128,7 @@ class DeviceStatus:
     python: str | None = None
     seconds: float = 0.0  #: controller wall time for this device
     batch_seconds: float = 0.0  #: wall time of the device's batch (its own measuring time)
+    phases: dict[str, float] = field(default_factory=dict)  #: seconds per step (connect, agent, info ...)
 
     @property
     def failed(self) -> bool:
@@ -139,6 +145,7 @@ class FleetResult:
     run_dir: str
     devices: dict[str, DeviceStatus] = field(default_factory=dict)
     interrupted: bool = False
+    results: Any = None  #: the results DataFrame as written at the end
 
     @property
     def failed(self) -> dict[str, DeviceStatus]:
@@ -341,6 +348,8 @@ class DeviceRun(DeviceSession):
         self.jobs: list[dict[str, Any]] = []
         self.fetched: set = set()
         self.outputs: dict[str, str] = {}
+        self.gate: StartGate | None = None
+        self._gate_passed = False
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -354,10 +363,19 @@ class DeviceRun(DeviceSession):
             log.exception("%s: internal error", self.device.name)
             self._fail(f"internal error: {type(exc).__name__}: {exc}", "internal")
         finally:
+            self._pass_gate(wait=False)
             self.close()
             self.status.seconds = time.monotonic() - start
             self._record()
         return self.status
+
+    def _pass_gate(self, wait: bool) -> None:
+        if self.gate is not None and not self._gate_passed:
+            self._gate_passed = True
+            self.gate.ready()
+            if wait:
+                self._set(detail="waiting for the other devices to be ready")
+                self.gate.wait()
 
     def _fail(self, reason: str, kind: str) -> None:
         self._set(state="failed", reason=reason, kind=kind, detail=reason)
@@ -373,27 +391,37 @@ class DeviceRun(DeviceSession):
         self.store.update_device(self.device.name, **fields)
 
     def _work(self) -> None:
+        clock = _Phases(self.status.phases)
         run_dir = posixpath.join("runs", self.store.run_id)
-        self.open(subdirs=("models", "data", posixpath.join(run_dir, "results"),
-                           posixpath.join(run_dir, "outputs")))
+        with clock("connect"):
+            self.open(subdirs=("models", "data", posixpath.join(run_dir, "results"),
+                               posixpath.join(run_dir, "outputs")))
         run_dir = posixpath.join(self.workdir, run_dir)
         self._set(state="preflight", detail="agent")
-        self.ensure_agent()
-        info = self.info()
+        with clock("agent"):
+            self.ensure_agent()
+        with clock("info"):
+            info = self.info()
         runtime, version = pick_runtime(self.device, info)
         fingerprint = device_fingerprint(info, runtime, version)
         self._set(runtime=runtime, runtime_version=version, agent_version=info.get("agent_version"),
                   fingerprint=fingerprint)
-        runnable = self._preflight(runtime, version)
-        eval_files = self._eval_files(runnable)
-        self._push(runnable, eval_files, info)
+        with clock("preflight"):
+            runnable = self._preflight(runtime, version)
+            eval_files = self._eval_files(runnable)
+        with clock("push"):
+            self._push(runnable, eval_files, info)
         self.jobs = self._make_jobs(runnable, runtime, eval_files, run_dir, fingerprint)
         self._set(jobs_total=len(self.jobs) + self.status.jobs_skipped)
+        with clock("gate"):
+            self._pass_gate(wait=bool(self.jobs))
         if self.jobs:
-            self._batch(run_dir)
-            self._fetch_missing(run_dir)
-            if any(j.get("save_outputs") for j in self.jobs):
-                self._fetch_outputs()
+            with clock("batch"):
+                self._batch(run_dir)
+            with clock("fetch"):
+                self._fetch_missing(run_dir)
+                if any(j.get("save_outputs") for j in self.jobs):
+                    self._fetch_outputs()
 
     def _preflight(self, runtime: str, version: str) -> list[ModelRef]:
         from controller import compat
@@ -551,6 +579,44 @@ class DeviceRun(DeviceSession):
                 self.outputs[job["id"]] = local
 
 
+class StartGate:
+    """Devices begin measuring together: each waits here, after its preparation (connect, agent, info,
+    pushes), until every device of the run is prepared or has failed - so no device measures while the
+    controller still pushes to, or probes, the others. Waits at most ``deadline`` seconds."""
+
+    def __init__(self, count: int, deadline: float):
+        self._cond = threading.Condition()
+        self._pending = count
+        self.deadline = deadline
+
+    def ready(self) -> None:
+        """This device is prepared (or gave up): one fewer to wait for."""
+        with self._cond:
+            self._pending -= 1
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        end = time.monotonic() + self.deadline
+        with self._cond:
+            while self._pending > 0 and end - time.monotonic() > 0:
+                self._cond.wait(end - time.monotonic())
+
+
+class _Phases:
+    """Context manager factory that adds each step's wall seconds to a dict."""
+
+    def __init__(self, into: dict[str, float]):
+        self.into = into
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.into[name] = round(self.into.get(name, 0.0) + time.monotonic() - start, 3)
+
+
 def _job_id(index: int, model: ModelRef, threads: int) -> str:
     """A file-name-safe, unique job id: ``<index>-<model>-<variant>-t<threads>``."""
     slug = _SLUG.sub("_", f"{model.name}-{model.variant}")[:60]
@@ -570,9 +636,15 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
     result = FleetResult(run_dir=store.root)
     gate = threading.Semaphore(max(1, options.parallel))
     runs = [DeviceRun(d, models, options, store, notify) for d in devices]
+    if options.sync_start and len(runs) > 1 and options.parallel >= len(runs):
+        start_gate = StartGate(len(runs), options.sync_start_timeout)
+        for r in runs:
+            r.gate = start_gate
     for r in runs:
         result.devices[r.device.name] = r.status
         notify(dataclasses.replace(r.status))
+
+    last_write = [time.monotonic()]
 
     def work(device_run: DeviceRun) -> None:
         with gate:
@@ -583,7 +655,11 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
                 except Exception as exc:  # accuracy is data; a failure there is recorded, not fatal
                     log.exception("%s: accuracy", device_run.device.name)
                     device_run._set(detail=f"accuracy failed: {exc}")
-            store.write_tables()
+            # The documents are on disk already; the tables are rebuilt from them at most every few
+            # seconds while devices still measure (and always at the end or on Ctrl-C).
+            if time.monotonic() - last_write[0] > TABLES_EVERY_SECONDS:
+                last_write[0] = time.monotonic()
+                store.write_tables()
 
     threads = [threading.Thread(target=work, args=(r,), name=f"device-{r.device.name}", daemon=True)
                for r in runs]
@@ -600,7 +676,7 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
         store.save_run_info(interrupted=True)
         store.write_tables()
         raise
-    store.write_tables()
+    result.results = store.write_tables()
     return result
 
 

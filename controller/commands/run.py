@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--lock-timeout", type=float, help="seconds to wait for a busy device's lock "
                    "(default: the device's lock_timeout, 60)")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the job order on each device with this seed")
+    p.add_argument("--no-sync-start", action="store_true", help="let each device start measuring as soon as it "
+                   "is prepared (default: all start together once every device is prepared)")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.set_defaults(func=run)
@@ -86,7 +88,7 @@ def run(args) -> int:
         min_seconds=args.min_seconds, max_seconds=args.max_seconds, job_timeout=args.job_timeout,
         eval_data=os.path.abspath(args.eval) if args.eval else None, use_manifest_eval=not args.no_eval,
         parallel=args.parallel, out_dir=args.out, shuffle_seed=args.shuffle_seed,
-        lock_timeout=args.lock_timeout, agent_pyz=args.agent or agent_zipapp(),
+        lock_timeout=args.lock_timeout, agent_pyz=args.agent or agent_zipapp(), sync_start=not args.no_sync_start,
     )
     store = RunStore.create(args.out, run_info(options, inventory.path, devices, models, __version__))
     board = FleetBoard()
@@ -100,7 +102,7 @@ def run(args) -> int:
                 result = run_fleet(devices, models, options, store, board.update, score_outputs)
     finally:
         store.save_run_info(finished=_now())
-    frame = store.write_tables()
+    frame = result.results
     code = int(result.exit_code())
     store.save_run_info(exit_code=code)
     if args.json:
