@@ -22,6 +22,7 @@ import os
 import select
 import socket
 import stat
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,8 +128,40 @@ class _RefuseUnknownKey:
         )
 
 
+class _LinkWatch:
+    """Notices a dead link while a command is silent: after ``quiet`` seconds without data it sends a
+    keepalive that wants a reply (in a helper thread: paramiko's wait has no deadline); no reply within
+    ``dead_after`` seconds means the link is dead. Any data from the device counts as a reply."""
+
+    def __init__(self, transport, quiet: float, dead_after: float):
+        self.transport = transport
+        self.quiet = quiet
+        self.dead_after = dead_after
+        self.last = time.monotonic()
+        self.probe: threading.Thread | None = None
+        self.probe_started = 0.0
+
+    def heard(self) -> None:
+        self.last = time.monotonic()
+
+    def dead(self) -> bool:
+        now = time.monotonic()
+        if self.probe is not None and not self.probe.is_alive():
+            self.probe = None
+            self.last = now  # the device answered the keepalive
+        if self.probe is None and now - self.last > self.quiet:
+            self.probe = threading.Thread(target=self.transport.global_request,
+                                          args=("keepalive@openssh.com",), kwargs={"wait": True}, daemon=True)
+            self.probe_started = now
+            self.probe.start()
+        return self.probe is not None and now - self.probe_started > self.dead_after
+
+
 class SSHTransport(Transport):
     """One paramiko connection (plus one SFTP session on it) to one device."""
+
+    keepalive_seconds = KEEPALIVE_SECONDS  #: silence before a command's link is probed
+    dead_after_seconds = 15.0  #: unanswered probe after which the link counts as dead
 
     def __init__(self, device: Device):
         super().__init__(device)
@@ -201,6 +234,7 @@ class SSHTransport(Transport):
         out = bytearray()
         pending = b""
         err = bytearray()
+        link = _LinkWatch(self._transport(), self.keepalive_seconds, self.dead_after_seconds)
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -223,7 +257,12 @@ class SSHTransport(Transport):
                 if not self._client.get_transport().is_active():
                     raise DeviceError(self.device.name, f"connection lost while running {command!r}",
                                       kind="unreachable")
-                select.select([channel], [], [], min(remaining, 1.0))
+                if select.select([channel], [], [], min(remaining, 1.0))[0]:
+                    link.heard()
+                elif link.dead():
+                    self.close()
+                    raise DeviceError(self.device.name, f"no answer to keepalives for {link.dead_after:g} s "
+                                      f"while running {command!r}: the link is dead", kind="unreachable")
             if pending and on_line is not None:
                 on_line(pending.decode("utf-8", "replace"))
             code = channel.recv_exit_status()

@@ -202,3 +202,55 @@ def test_proxy_jump_goes_through_the_gateway(sshd_factory, ssh_fleet, tmp_path):
     with pytest.raises(DeviceError) as info:
         open_transport(through_closed)
     assert info.value.kind == "unreachable" and f"gateway root@127.0.0.1:{closed_gw.port}" in str(info.value)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo and len(found) < 100:
+        current = todo.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        found += [int(c) for c in children]
+        todo += [int(c) for c in children]
+    return found
+
+
+def test_a_dead_link_is_noticed_in_seconds(sshd_factory, ssh_fleet, tmp_path):
+    import signal
+    import threading
+
+    server = sshd_factory.start("frozen")
+    known = tmp_path / "known_hosts"
+    known.write_text(server.host_key_line)
+    device = Device("frozen", host="127.0.0.1", port=server.port, user="root", identity_file=str(ssh_fleet.key),
+                    known_hosts=str(known), connect_timeout=5)
+    transport = open_transport(device)
+    transport.keepalive_seconds, transport.dead_after_seconds = 1.0, 2.0
+    outcome: dict = {}
+
+    def silent_command() -> None:
+        start = time.monotonic()
+        try:
+            transport.run(["sleep", "60"], timeout=90)
+        except DeviceError as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=silent_command, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    frozen = _descendants(server.proc.pid)  # this connection's sshd processes (children of our sshd)
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        thread.join(timeout=30)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        server.stop()
+    assert not thread.is_alive()
+    assert "link is dead" in str(outcome["error"]) and outcome["error"].kind == "unreachable"
+    assert outcome["seconds"] < 10
