@@ -204,7 +204,7 @@ class RunStore:
         for device in sorted(os.listdir(results)):
             folder = os.path.join(results, device)
             for name in sorted(os.listdir(folder)):
-                if name.endswith(".json") and not name.startswith(".tmp-"):
+                if name.endswith(".json") and not name.startswith("."):  # temp files start with a dot
                     with open(os.path.join(folder, name), encoding="utf-8") as fh:
                         yield device, json.load(fh)
 
