@@ -9,6 +9,9 @@ status ``error``; a crash (signal) or a hang is classified by the runner.
 Test hooks (honoured ONLY when the variable is set; never set by the agent itself):
   EDGEBENCH_AGENT_TEST_FAULT=segv|hang|exit  -- after the model is loaded, kill this process with
       SIGSEGV / sleep past any deadline / exit 3 without a final document
+  EDGEBENCH_AGENT_TEST_SKIP_PRECHECK=1       -- hand the model to the runtime without the
+      agent.modelfile pre-check (shows what the pre-check prevents: tflite-runtime segfaults on a
+      truncated model)
   EDGEBENCH_AGENT_DEBUG_MODULES=1            -- add ``debug.modules``: sorted top-level module names
       in sys.modules at the end of the job (the test of "stdlib + numpy + runtime only" reads it)
 """
@@ -31,6 +34,7 @@ from agent.job import JobSpec
 
 FAULT_ENV = "EDGEBENCH_AGENT_TEST_FAULT"
 DEBUG_MODULES_ENV = "EDGEBENCH_AGENT_DEBUG_MODULES"
+SKIP_PRECHECK_ENV = "EDGEBENCH_AGENT_TEST_SKIP_PRECHECK"
 THROTTLE_RISE_C = 10.0  #: a temperature rise at least this large during a job suspects throttling
 
 
@@ -63,7 +67,10 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     model_path = Path(spec.model)
     if model_path.is_file():  # identify even a file that turns out not to be a model
         doc["model"].update(sha256=modelfile.sha256_of(model_path), bytes=model_path.stat().st_size)
-    custom_ops = modelfile.check(model_path)
+    if os.environ.get(SKIP_PRECHECK_ENV):
+        custom_ops: list = []  # test hook: let the runtime see the file as it is (it may crash)
+    else:
+        custom_ops = modelfile.check(model_path)
 
     try:
         runtime = runtimes.load(runtimes.choose(spec.runtime))

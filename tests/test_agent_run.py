@@ -258,6 +258,26 @@ def test_a_worker_killed_by_a_signal_is_crashed_with_signal_and_stderr(test_mode
     assert gone(doc["worker"]["pid"])
 
 
+def test_a_real_runtime_segfault_is_crashed_and_the_precheck_prevents_it(test_models):
+    # tflite-runtime 2.14 reads past the end of a truncated flatbuffer. That is undefined behaviour:
+    # almost always a SIGSEGV, rarely a garbage error. Whatever it does, the agent returns a document.
+    skip_check = RunnerOptions(extra_env={"EDGEBENCH_AGENT_TEST_SKIP_PRECHECK": "1"})
+    crashes = []
+    for _attempt in range(3):
+        doc = run_job(quick(test_models["bad_truncated"], runtime="tflite-runtime"), skip_check)
+        assert doc["status"] in ("crashed", "error"), doc["error"]
+        assert doc["runtime"]["name"] == "tflite-runtime" and doc["model"]["sha256"]
+        if doc["status"] == "crashed":
+            crashes.append(doc)
+            break
+    (crash,) = crashes
+    assert crash["error"]["kind"] == "signal" and "SIGSEGV" in crash["error"]["message"]
+    assert "while loading the model" in crash["error"]["message"]
+    # with the pre-check (the default) the same file is always a clear error instead
+    checked = run_job(quick(test_models["bad_truncated"], runtime="tflite-runtime"))
+    assert checked["status"] == "error" and checked["error"]["kind"] == "not_a_model"
+
+
 def test_a_hung_worker_is_killed_at_its_deadline(test_models):
     t0 = time.monotonic()
     doc = run_job(quick(test_models["float32"], timeout=4), fault("hang"))
@@ -303,8 +323,10 @@ def test_the_worker_imports_only_stdlib_numpy_and_the_runtime(test_models, tmp_p
     assert modules - allowed == set()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["info", "--json"], ["run", "--help"]])
-def test_the_agent_process_itself_never_imports_numpy(argv):
+@pytest.mark.parametrize("argv", [["--help"], ["info", "--json"], ["run", "--help"],
+                                  ["run", "MODEL", "--runs", "2", "--min-seconds", "0", "--json"]])
+def test_the_agent_process_itself_never_imports_numpy(argv, test_models):
+    argv = [str(test_models["int8_io"]) if a == "MODEL" else a for a in argv]
     code = ("import sys, io, contextlib; from agent.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(sys.argv[1:])\n"
             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
