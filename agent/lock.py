@@ -12,8 +12,6 @@ import os
 import time
 from pathlib import Path
 
-from typing_extensions import Self
-
 from agent.errors import BusyError, UsageError
 
 _POLL_S = 0.05
@@ -27,7 +25,7 @@ class DeviceLock:
         self.timeout = timeout
         self._file: object | None = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> DeviceLock:  # noqa: PYI034 - typing.Self is 3.11+, devices run 3.9+
         self.acquire()
         return self
 

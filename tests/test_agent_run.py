@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,3 +335,21 @@ def test_the_agent_process_itself_never_imports_numpy(argv, test_models):
                          check=True).stdout.split()
     assert "agent" in out
     assert not {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow"} & set(out)
+
+
+def test_every_stdlib_side_module_imports_on_a_bare_python_without_site_packages():
+    """-I -S: no site-packages at all, so any import beyond the standard library fails here. Only
+    agent.tensors and agent.inputs (numpy) are left out; they load in the worker after the runtime."""
+    import agent
+    from agent.runner import agent_root
+
+    modules = sorted(p.stem for p in Path(agent.__file__).parent.glob("*.py")
+                     if p.stem not in ("__main__", "tensors", "inputs"))
+    code = (f"import sys; sys.path.insert(0, {agent_root()!r}); "
+            + "; ".join(f"import agent.{m}" for m in modules if m != "__init__")
+            + "; print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'psutil')))")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert len(modules) >= 15
