@@ -94,6 +94,15 @@ def main() -> int:
     pushed1 = sum(d["bytes_pushed"] for d in first["devices"].values())
     pushed2 = sum(d["bytes_pushed"] for d in second["devices"].values())
     jobs = sum(d["jobs_done"] for d in first["devices"].values())
+    def phases(doc: dict) -> dict:
+        """Median and max seconds per device step (connect, agent, info, push, gate, batch, fetch)."""
+        steps = sorted({k for d in doc["devices"].values() for k in d["phases"]})
+        out = {}
+        for step in steps:
+            values = sorted(d["phases"].get(step, 0.0) for d in doc["devices"].values())
+            out[step] = {"median": round(values[len(values) // 2], 2), "max": round(values[-1], 2)}
+        return out
+
     result = {
         "benchmark": "fleet_scaling",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -103,6 +112,7 @@ def main() -> int:
         "slowest_device_measuring_s": round(slowest1, 2), "slowest_device_measuring_second_run_s": round(slowest2, 2),
         "naive_sequential_wall_s": round(naive, 2),
         "bytes_pushed_first": pushed1, "bytes_pushed_second": pushed2,
+        "device_steps_first": phases(first), "device_steps_second": phases(second),
         "ratios": {
             "wall_vs_slowest_device": {"value": round(wall1 / slowest1, 3), "target": 1.15},
             "wall_vs_naive_sequential": {"value": round(wall1 / naive, 3), "target": 0.15},
