@@ -206,3 +206,14 @@ def test_int8_that_keeps_a_float_op_is_warned_about(keras_family, capsys):
 
     assert main(["inspect", str(path)]) == 0
     assert "ops computing in float: SIN" in capsys.readouterr().out
+
+
+def test_a_variant_that_cannot_be_evaluated_is_a_row_with_its_error(keras_family):
+    run = results(keras_family)["eval_old_runtime"]
+    assert run["rc"] == 1  # partial: the other rows are kept
+    rows = {r["variant"]: r for r in run["doc"]["accuracy"]["variants"]}
+    assert rows["fp32"]["status"] == "ok" and rows["fp32"]["top1"] > 0.85
+    assert rows["fp32"]["runtime"].startswith("tflite-runtime 2.14")
+    assert rows["dynamic"]["status"] == "error" and "FULLY_CONNECTED" in rows["dynamic"]["error"]
+    assert "could not evaluate" in run["stderr"]
+    assert mf.load(keras_family / "eval_214").verify() == []

@@ -56,7 +56,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Convert, show progress on stderr, print the table (or JSON); 4 when a variant could not be made
-    or fails --compat-runtime (everything that could be made is still written, with its manifest)."""
+    or fails --compat-runtime (everything that could be made is still written, with its manifest); 1 when
+    a variant could not be evaluated on this machine (the other rows are kept)."""
     import json
     import sys
     from pathlib import Path
@@ -93,4 +94,8 @@ def run(args) -> int:
     if failures:
         raise ToolError(f"variants written to {options.out}, but tflite-runtime {options.compat_runtime} "
                         f"cannot load: {' | '.join(failures)}")
+    if result.accuracy is not None and any(r.status != "ok" for r in result.accuracy.rows):
+        bad = [f"{r.variant}: {r.error}" for r in result.accuracy.rows if r.status != "ok"]
+        err.print(f"[red]could not evaluate[/] {' | '.join(bad)}")
+        return int(ExitCode.PARTIAL)
     return int(ExitCode.OK)
