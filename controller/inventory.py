@@ -11,6 +11,7 @@ Ansible inventories are read by :mod:`controller.ansible` into the same :class:`
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -265,7 +266,7 @@ def _unique(path: str, devices: list[Device]) -> list[Device]:
     return devices
 
 
-def add_selection_arguments(parser) -> None:
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--devices FILE``, ``--inventory FILE``, ``--device NAME`` and ``--tag TAG`` to a parser."""
     parser.add_argument("--devices", metavar="FILE", default="devices.yaml",
                         help="the fleet file (default: ./devices.yaml)")
@@ -277,7 +278,7 @@ def add_selection_arguments(parser) -> None:
                         help="only devices with this tag (repeatable)")
 
 
-def selected_devices(args) -> tuple[Inventory, list[Device]]:
+def selected_devices(args: argparse.Namespace) -> tuple[Inventory, list[Device]]:
     """Load the inventory named by the parsed selection arguments and apply ``--device`` / ``--tag``.
 
     Raises ConfigError for a bad file, UsageError for an unknown name or tag.

@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from rich.table import Table
 
@@ -68,7 +71,7 @@ class FleetBoard:
         return table
 
 
-def results_table(results, run_dir: str | None = None) -> Table:
+def results_table(results: pd.DataFrame, run_dir: str | None = None) -> Table:
     """The end-of-run table: device x model x variant x threads with p50, p90, speedup vs fp32, peak RSS,
     accuracy and status (from a results.parquet DataFrame). Reasons of jobs that are not ok are numbered
     notes under the table (each distinct reason once)."""

@@ -24,7 +24,10 @@ import secrets
 import tempfile
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from agent.schema import SCHEMA_VERSION
 from controller.errors import InputError
@@ -227,7 +230,7 @@ class RunStore:
         add_speedup(rows)
         return rows, samples
 
-    def write_tables(self):
+    def write_tables(self) -> pd.DataFrame:
         """Rebuild results.parquet and samples.parquet from the saved documents (atomically); return the
         results DataFrame."""
         import pandas as pd
@@ -244,7 +247,7 @@ class RunStore:
         return results
 
 
-def load_results(run_dir: str):
+def load_results(run_dir: str) -> pd.DataFrame:
     """results.parquet of a run folder as a DataFrame. Raises InputError when it is not a run folder."""
     import pandas as pd
 

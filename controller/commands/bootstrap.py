@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from controller.inventory import add_selection_arguments
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bootstrap",
         help="make devices ready: check python3, create <workdir>/venv, install a TFLite runtime",
@@ -22,7 +24,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Bootstrap the selected devices in parallel; 0 when all are ready, 1 when some failed, 3 when all."""
     import json
     import sys

@@ -3,12 +3,14 @@ device's host key."""
 
 from __future__ import annotations
 
+import argparse
+
 from controller.inventory import add_selection_arguments
 
 CHECK_DEADLINE = 60.0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "devices",
         help="list the fleet; --check contacts each device; --trust NAME records its host key",
@@ -27,7 +29,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """List / check / trust; return 0, or 1 when some checked device is unreachable, 3 when none is."""
     import json
     import sys

@@ -18,7 +18,7 @@ def _threads(text: str) -> tuple[int, ...]:
     return values
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run models on the fleet (devices in parallel) and write a run folder",
@@ -51,7 +51,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the fleet; return the exit code (0 all ok, 1 partial, 3 no device reachable)."""
     import json
     import os
