@@ -173,7 +173,9 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
 
     out.mkdir(parents=True, exist_ok=True)
     variants: dict[str, mf.Variant] = {}
-    result = ConvertResult(manifest=None)  # type: ignore[arg-type]  # set below
+    failures: dict[str, str] = {}
+    notes: list[str] = []
+    verdicts: dict[str, compat.Compat] = {}
     for index, variant in enumerate(options.variants):
         say("variant", {"variant": variant, "index": index, "total": len(options.variants)})
         try:
@@ -181,7 +183,7 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
                 data, variant_options = (fp32_bytes, backend.fp32_options()) if variant == "fp32" else \
                     backend.variant(variant, calibration, say)
         except ToolError as exc:  # one variant the tool cannot make: keep going, keep the others
-            result.failures[variant] = str(exc)
+            failures[variant] = str(exc)
             say("written", {"variant": variant, "bytes": 0})
             continue
         path = out / f"{name}.{variant}.tflite"
@@ -192,14 +194,14 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         say("written", {"variant": variant, "bytes": info.bytes})
         float_ops = info.float_compute_ops() if variant == "int8" else []
         if float_ops:
-            result.warnings.append(f"{path.name} computes {', '.join(float_ops)} in float (the converter "
-                                   "found no int8 kernel and dequantized around it): it is not full integer "
-                                   "end to end, which matters on int8-only accelerators")
+            notes.append(f"{path.name} computes {', '.join(float_ops)} in float (the converter found no "
+                         "int8 kernel and dequantized around it): it is not full integer end to end, which "
+                         "matters on int8-only accelerators")
         if options.compat_runtime:
-            result.compat[variant] = compat.check_info(info, "tflite-runtime", options.compat_runtime)
+            verdicts[variant] = compat.check_info(info, "tflite-runtime", options.compat_runtime)
 
     if not variants:
-        raise ToolError("no variant could be made: " + " | ".join(result.failures.values()))
+        raise ToolError("no variant could be made: " + " | ".join(failures.values()))
     eval_record = None
     if eval_set is not None:
         eval_file = out / f"{name}.eval.npz"
@@ -215,7 +217,7 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         variants=variants, eval=eval_record,
     )
     mf.write(manifest)
-    result.manifest = manifest
+    result = ConvertResult(manifest=manifest, compat=verdicts, warnings=notes, failures=failures)
     if calibration is not None and calibration.random:
         result.warnings.append("int8 was calibrated on random data (--calibration random): its accuracy "
                                "says nothing about real inputs")

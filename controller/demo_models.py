@@ -98,9 +98,11 @@ def make(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     x, y = digits_32()
     x_train, y_train, x_eval, y_eval = split(x, y)
+    log.info("training on %d digits (%d held out for eval), %d epochs", len(x_train), len(x_eval), EPOCHS)
     model = train(x_train, y_train)
     keras_path = out / "demo.keras"
     model.save(keras_path)
+    log.info("converting %s into the four variants", keras_path)
     with tempfile.TemporaryDirectory(prefix="edgebench-demo-") as tmp:
         rng = np.random.default_rng(SEED)
         pick = rng.choice(len(x_train), size=CALIBRATION_SAMPLES, replace=False)
