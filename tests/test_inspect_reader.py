@@ -133,3 +133,26 @@ def test_builtin_code_wins_over_the_deprecated_byte(test_models, tmp_path):
     names = [c.name for c in read_model(out).operator_codes]
     assert names[0] == "STABLEHLO_ADD"
     assert names[1] == "SOFTMAX"
+
+
+def test_corrupted_bytes_never_crash_the_reader(test_models):
+    """Random byte changes anywhere in a real model: a clean read or an InputError, nothing else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    data = test_models["float32"].read_bytes()
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+    def check(changes):
+        buf = bytearray(data)
+        for pos, value in changes:
+            buf[pos] = value
+        try:
+            info = read_model_bytes(bytes(buf), name="corrupt")
+        except InputError as exc:
+            assert "corrupt" in str(exc)
+        else:
+            assert info.bytes == len(buf)
+
+    check()
