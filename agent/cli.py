@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 from agent import __version__
@@ -159,6 +160,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch, "_worker": _cmd_worker}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list | None = None) -> int:
     """Parse ``argv`` (default sys.argv[1:]), run the command, return its exit code."""
     try:
@@ -173,13 +178,18 @@ def main(argv: list | None = None) -> int:
     if not args.command:
         build_parser().print_help(sys.stderr)
         return ExitCode.USAGE
+    # SIGTERM / SIGHUP (a controller giving up, an SSH session closing) unwind like Ctrl-C: the running
+    # worker's process group is killed, the device lock released, finished documents kept.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     try:
         return int(COMMANDS[args.command](args))
     except AgentError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted (finished results are kept)\n")
+        sys.stderr.write("interrupted: the running worker was killed; finished results are kept\n")
         return ExitCode.INTERRUPTED
     except Exception:  # a bug: say so with the traceback, exit 70
         logging.getLogger("agent").exception("internal error (a bug in the agent)")

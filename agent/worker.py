@@ -35,6 +35,7 @@ from agent.job import JobSpec
 FAULT_ENV = "EDGEBENCH_AGENT_TEST_FAULT"
 DEBUG_MODULES_ENV = "EDGEBENCH_AGENT_DEBUG_MODULES"
 SKIP_PRECHECK_ENV = "EDGEBENCH_AGENT_TEST_SKIP_PRECHECK"
+ORPHAN_GRACE_S = 30  #: the worker's own alarm fires up to this long after the runner's deadline
 THROTTLE_RISE_C = 10.0  #: a temperature rise at least this large during a job suspects throttling
 
 
@@ -42,6 +43,9 @@ def main(job_file: str, result_file: str) -> int:
     """Run the job of ``job_file``, write its document to ``result_file``; return 0 when a document was
     written (whatever the job's status)."""
     spec = JobSpec.from_dict(json.loads(Path(job_file).read_text()))
+    # Watchdog for an orphan: the runner kills this process at job.timeout; should the runner itself die
+    # first (SSH dropped, agent killed), SIGALRM ends the worker a little later instead of never.
+    signal.alarm(int(spec.timeout + min(ORPHAN_GRACE_S, max(2.0, spec.timeout / 2))) + 1)
     out = Path(result_file)
     doc = schema.new_document(spec.to_dict(), spec.model, probes.environment())
     doc["worker"] = {"pid": os.getpid(), "python": sys.executable}

@@ -213,3 +213,76 @@ def test_the_zipapp_runs_with_only_numpy_and_ai_edge_litert(agent_pyz, agent_ven
     batch = agent("batch", jobs, "--out", tmp_path / "out", python=agent_venv_python, entry=pyz, cwd=tmp_path)
     assert batch.returncode == 0, batch.stderr
     assert json.loads((tmp_path / "out" / "z.json").read_text())["status"] == "ok"
+
+
+def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_lock(test_models, tmp_path):
+    import select
+    import signal
+    import time
+
+    import psutil
+
+    jobs = write_jobs(tmp_path / "jobs.json", [
+        job(test_models["float32"], "quick"),
+        job(test_models["bench_medium"], "long", runs=10**6, min_seconds=120, max_seconds=120, timeout=300),
+    ])
+    lock = tmp_path / "dev.lock"
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "batch", str(jobs), "--out", str(tmp_path / "out"),
+                             "--lock", str(lock)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        seen = b""
+        while b'"start", "id": "long"' not in seen:  # raw reads: no buffered line hiding behind select()
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"the long job never started; stdout so far: {seen!r}"
+            if select.select([proc.stdout], [], [], remaining)[0]:
+                seen += os.read(proc.stdout.fileno(), 65536)
+        workers = []
+        while not workers and time.monotonic() < deadline:  # the worker is spawned right after the event
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            time.sleep(0.05)
+        assert workers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == ExitCode.INTERRUPTED
+        assert b"interrupted" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert not any(psutil.pid_exists(w.pid) and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert json.loads((tmp_path / "out" / "quick.json").read_text())["status"] == "ok"
+    assert not (tmp_path / "out" / "long.json").exists()
+    with DeviceLock(str(lock), timeout=0):  # released
+        pass
+
+
+def test_an_orphaned_worker_ends_itself_soon_after_its_deadline(test_models):
+    """The agent is SIGKILLed (no chance to clean up) while its worker hangs: the worker's own alarm
+    ends it shortly after job.timeout instead of never."""
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", str(test_models["float32"]), "--timeout", "3",
+                             *QUICK], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                            env=dict(os.environ, EDGEBENCH_AGENT_TEST_FAULT="hang"))
+    try:
+        deadline = time.monotonic() + 30
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            time.sleep(0.05)
+        assert workers
+        started = time.monotonic()
+        proc.kill()
+        proc.wait(timeout=10)
+        worker = workers[0]
+        worker.wait(timeout=30)  # raises psutil.TimeoutExpired if the watchdog did not fire
+        assert time.monotonic() - started < 3 + 2 + 1 + 2  # timeout + grace + rounding + slack
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for w in workers:
+            if psutil.pid_exists(w.pid):
+                w.kill()
