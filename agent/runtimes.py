@@ -126,6 +126,26 @@ def load(spec: RuntimeSpec) -> LoadedRuntime:
     return LoadedRuntime(spec, version, interpreter_class, no_default)
 
 
+def load_requested(requested: str) -> LoadedRuntime:
+    """Import the runtime ``requested`` names; for "auto", the first installed one (discovery order) that
+    imports. Raises JobFailed(kind="no_runtime") saying what is installed and why each failed."""
+    try:
+        first = choose(requested)
+    except NoRuntimeError as exc:
+        raise JobFailed("no_runtime", str(exc)) from exc
+    if requested != "auto":
+        return load(first)
+    failures = []
+    for spec in RUNTIMES[RUNTIMES.index(first):]:
+        if not _installed(spec):
+            continue
+        try:
+            return load(spec)
+        except JobFailed as exc:
+            failures.append(str(exc))
+    raise JobFailed("no_runtime", "no installed TFLite runtime imports: " + " | ".join(failures))
+
+
 def applied_delegates(interpreter: Any) -> list[str] | None:
     """Delegates applied to an allocated interpreter: ["XNNPACK"] when the execution plan holds a
     DELEGATE node (XNNPACK is the only default delegate), [] when not, None when the runtime does

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent import measure, modelfile, probes, runtimes, schema
-from agent.errors import AgentError, JobFailed
+from agent.errors import JobFailed
 from agent.job import JobSpec
 
 FAULT_ENV = "EDGEBENCH_AGENT_TEST_FAULT"
@@ -76,10 +76,7 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     else:
         custom_ops = modelfile.check(model_path)
 
-    try:
-        runtime = runtimes.load(runtimes.choose(spec.runtime))
-    except AgentError as exc:  # NoRuntimeError from choose
-        raise JobFailed("no_runtime", str(exc)) from exc
+    runtime = runtimes.load_requested(spec.runtime)
     doc["runtime"].update(name=runtime.spec.name, version=runtime.version, module=runtime.spec.module,
                           num_threads=spec.threads, xnnpack_requested=spec.xnnpack)
     # numpy is imported only now, after the runtime (which imports it anyway).

@@ -286,3 +286,25 @@ def test_an_orphaned_worker_ends_itself_soon_after_its_deadline(test_models):
         for w in workers:
             if psutil.pid_exists(w.pid):
                 w.kill()
+
+
+def test_a_runtime_that_fails_to_import_is_skipped_by_auto_and_reported(test_models, tmp_path):
+    """A broken install (here: a package shadowing ai_edge_litert whose import raises, as a wheel built
+    for another numpy does) is reported by info, refused when asked for, and skipped by auto."""
+    shadow = tmp_path / "shadow" / "ai_edge_litert"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('built for another numpy (simulated)')\n")
+    env = {"PYTHONPATH": str(tmp_path / "shadow")}
+
+    info = json.loads(agent("info", "--json", env=env).stdout)
+    litert = next(r for r in info["runtimes"] if r["name"] == "ai-edge-litert")
+    assert litert["ok"] is False and "built for another numpy" in litert["error"]
+
+    asked = agent("run", test_models["float32"], "--runtime", "ai-edge-litert", "--json", *QUICK, env=env)
+    assert asked.returncode == ExitCode.NO_RUNTIME
+    doc = json.loads(asked.stdout)
+    assert doc["error"]["kind"] == "no_runtime" and "built for another numpy" in doc["error"]["message"]
+
+    auto = agent("run", test_models["float32"], "--json", *QUICK, env=env)
+    assert auto.returncode == 0, auto.stdout + auto.stderr
+    assert json.loads(auto.stdout)["runtime"]["name"] == "tflite-runtime"
