@@ -92,12 +92,12 @@ def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict
     for index, spec in enumerate(order):
         if index and options.cooldown > 0:
             time.sleep(options.cooldown)
-        emit({"event": "start", "id": spec.id, "index": index, "total": len(order)})
+        emit({"event": "start", "id": spec.id, "index": index, "total": len(order), "time": time.time()})
         doc = run_job(spec, options.runner)
         doc["batch"] = {"index": index, "total": len(order), "shuffle_seed": options.shuffle_seed,
                         "cooldown_s": options.cooldown}
         path = out / f"{spec.id}.json"
         write_json_atomic(path, doc)
         docs.append(doc)
-        emit({"event": "done", "id": spec.id, "status": doc["status"], "file": str(path)})
+        emit({"event": "done", "id": spec.id, "status": doc["status"], "file": str(path), "time": time.time()})
     return docs

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,22 @@ def test_the_shuffle_seed_fixes_the_order(test_models, tmp_path):
     assert first != [f"j{i}" for i in range(6)] or order(12) != first
 
 
+def test_cooldown_sleeps_between_jobs_not_after_the_last(test_models, tmp_path):
+    jobs = write_jobs(tmp_path / "jobs.json",
+                      [job(test_models["two_inputs"], f"j{i}", runs=1, min_seconds=0) for i in range(2)])
+    t0 = time.time()
+    proc = agent("batch", jobs, "--out", tmp_path / "out", "--cooldown", "1.5")
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    (done0,) = [e for e in events if e["event"] == "done" and e["id"] == "j0"]
+    (start1,) = [e for e in events if e["event"] == "start" and e["id"] == "j1"]
+    (done1,) = [e for e in events if e["event"] == "done" and e["id"] == "j1"]
+    assert start1["time"] - done0["time"] >= 1.5
+    assert t0 + elapsed - done1["time"] < 1.5  # no sleep after the last job
+    assert json.loads((tmp_path / "out" / "j1.json").read_text())["batch"]["cooldown_s"] == 1.5
+
+
 def test_a_held_device_lock_makes_batch_exit_4_naming_the_holder(test_models, tmp_path):
     jobs = write_jobs(tmp_path / "jobs.json", [job(test_models["float32"], "a")])
     with DeviceLock(str(tmp_path / "dev.lock"), timeout=1):
@@ -218,7 +235,6 @@ def test_the_zipapp_runs_with_only_numpy_and_ai_edge_litert(agent_pyz, agent_ven
 def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_lock(test_models, tmp_path):
     import select
     import signal
-    import time
 
     import psutil
 
@@ -259,7 +275,7 @@ def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_l
 def test_an_orphaned_worker_ends_itself_soon_after_its_deadline(test_models):
     """The agent is SIGKILLed (no chance to clean up) while its worker hangs: the worker's own alarm
     ends it shortly after job.timeout instead of never."""
-    import time
+
 
     import psutil
 
