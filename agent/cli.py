@@ -1,4 +1,4 @@
-"""``python -m agent`` / ``python3 edgebench-agent.pyz``: run, info, batch (and the hidden _worker).
+"""``python -m agent`` / ``python3 edgebench-agent.pyz``: run, info, batch.
 
 The ONE place where the agent's exceptions become exit codes (``agent.errors.ExitCode``) and where
 logging is configured. Imports are lazy: ``--help`` and ``info`` import neither numpy nor a runtime;
@@ -75,9 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
     batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0)")
 
-    worker = sub.add_parser("_worker")  # internal: one job in this process (started by the runner)
-    worker.add_argument("job_file")
-    worker.add_argument("result_file")
     return parser
 
 
@@ -151,13 +148,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return _exit_code(run_batch(options, emit))
 
 
-def _cmd_worker(args: argparse.Namespace) -> int:
-    from agent.worker import main as worker_main
-
-    return worker_main(args.job_file, args.result_file)
-
-
-COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch, "_worker": _cmd_worker}
+COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch}
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,6 +1,6 @@
 """The worker: one job, measured in this (fresh) process, its document written to a file.
 
-Started by :mod:`agent.runner` as ``<python> <agent entry> _worker JOB.json RESULT.json``. It writes
+Started by :mod:`agent.runner` as ``<python> -c <boot> JOB.json RESULT.json``. It writes
 RESULT.json atomically: once after the model is loaded (``"_stage": "loaded"``, so a crash later still
 reports the model and runtime) and once at the end. Nothing goes to stdout; the runtime's own logging
 goes to stderr, whose tail the runner keeps. Every failure the worker can see becomes a document with

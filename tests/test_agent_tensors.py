@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent import modelfile
 from agent.errors import JobFailed
@@ -153,3 +155,13 @@ def test_sha256_matches_hashlib(test_models):
 
     path = test_models["fp16"]
     assert modelfile.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-4, max_value=10.0), st.integers(min_value=-128, max_value=127),
+       st.lists(st.floats(min_value=-1.0, max_value=1.0), min_size=1, max_size=20))
+def test_int8_round_trip_error_is_at_most_half_a_step_inside_the_range(scale, zero_point, unit):
+    low, high = scale * (-128 - zero_point), scale * (127 - zero_point)
+    x = np.array([low + (u + 1) / 2 * (high - low) for u in unit])
+    back = dequantize(quantize(x, scale, zero_point, np.int8), scale, zero_point)
+    assert np.all(np.abs(back - x) <= scale / 2 * (1 + 1e-5) + 1e-6)
