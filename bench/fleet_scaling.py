@@ -39,10 +39,10 @@ RUN_DEADLINE = 900
 OUT = REPO / "bench" / "results" / "fleet_scaling.json"
 
 
-def controller_run(inventory: Path, out: Path) -> tuple[float, dict]:
+def controller_run(inventory: Path, out: Path, pyz: str) -> tuple[float, dict]:
     """One ``edgebench run models/demo`` over the fleet; (wall seconds, its --json document)."""
     argv = [str(REPO / ".venv" / "bin" / "edgebench"), "run", str(MODELS), "--devices", str(inventory),
-            "--out", str(out), "--parallel", str(DEVICES), "--no-eval", "--json", *SETTINGS]
+            "--out", str(out), "--parallel", str(DEVICES), "--no-eval", "--agent", pyz, "--json", *SETTINGS]
     start = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_DEADLINE, check=False, cwd=REPO)
     wall = time.monotonic() - start
@@ -84,9 +84,10 @@ def main() -> int:
         known_hosts.write_text("".join(s.host_key_line for s in servers))
         entries = [device_entry(s, key, known_hosts, root / f"work {s.name}") for s in servers]
         inventory = write_inventory(root / "devices.yaml", entries)
-        wall1, first = controller_run(inventory, root / "reports")
-        wall2, second = controller_run(inventory, root / "reports")
-        naive = naive_loop(servers, key, known_hosts, root, agent_zipapp())
+        pyz = shutil.copy(agent_zipapp(), root / "edgebench-agent.pyz")  # one agent for the whole benchmark
+        wall1, first = controller_run(inventory, root / "reports", str(pyz))
+        wall2, second = controller_run(inventory, root / "reports", str(pyz))
+        naive = naive_loop(servers, key, known_hosts, root, str(pyz))
     finally:
         factory.stop_all()
     slowest1 = max(d["batch_seconds"] for d in first["devices"].values())

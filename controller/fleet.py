@@ -39,8 +39,6 @@ from controller.transport import CommandResult, Transport, open_transport
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".tflite"
-# How a device's short remote commands (info, verify) are bounded, seconds.
-SHORT_COMMAND_TIMEOUT = 120.0
 TABLES_EVERY_SECONDS = 5.0
 #: DeviceError kinds that mean the device could not be reached at all (for the NO_DEVICE exit code)
 UNREACHABLE_KINDS = ("unreachable", "auth", "host_key", "config")
@@ -279,8 +277,10 @@ class DeviceSession:
         if self.t is not None:
             self.t.close()
 
-    def run_python(self, argv: list[str], timeout: float = SHORT_COMMAND_TIMEOUT, **kw: Any) -> CommandResult:
-        """Run ``python argv...`` on the device; a missing interpreter is a DeviceError kind "python"."""
+    def run_python(self, argv: list[str], timeout: float | None = None, **kw: Any) -> CommandResult:
+        """Run ``python argv...`` on the device (deadline: ``timeout``, default the device's
+        ``command_timeout``); a missing interpreter is a DeviceError kind "python"."""
+        timeout = self.device.command_timeout if timeout is None else timeout
         result = self.t.run([self.python, *argv], timeout=timeout, **kw)
         if result.exit_code in (126, 127):
             raise DeviceError(self.device.name, f"python {self.python!r} cannot be run on the device "

@@ -53,7 +53,8 @@ class Device:
     tags: tuple[str, ...] = ()
     threads: tuple[int, ...] = ()  #: threads to run on this device (empty = the command line's)
     connect_timeout: float = 10.0
-    command_timeout: float = 900.0  #: deadline of one remote command (a whole batch included)
+    #: deadline of each remote command and file transfer; not of a batch (bounded by its jobs' timeouts)
+    command_timeout: float = 120.0
     lock_timeout: float = 60.0  #: how long a run waits for the device lock
 
     @property
