@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             with Live(board, console=err, refresh_per_second=4, transient=False):
                 result = run_fleet(devices, models, options, store, board.update, score_outputs)
+            if not err.is_terminal:
+                err.print()  # rich leaves the last render of a non-terminal Live without a newline
     finally:
         store.save_run_info(finished=_now())
     frame = result.results
