@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,25 @@ def test_ctrl_c_keeps_the_results_that_completed(family, tmp_path):
     # The agent's batch was stopped with the controller (its lock is free again).
     with open(tmp_path / "here work" / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_the_demo_on_the_default_devices_yaml(tmp_path):
+    """What `make demo` runs: the demo family on the repository's devices.yaml (this machine, the
+    controller's own python) - only the workdir moved to a temp folder. Accuracy comes from the family's
+    own eval set and must equal what `edgebench convert` recorded for the same runtime."""
+    repo = Path(__file__).resolve().parent.parent
+    text = (repo / "devices.yaml").read_text().replace("workdir: ~/.cache/edgebench",
+                                                        f"workdir: {tmp_path / 'demo work'}")
+    assert str(tmp_path) in text
+    (tmp_path / "devices.yaml").write_text(text)
+    code, doc = run_json(str(repo / "models" / "demo"), "--devices", str(tmp_path / "devices.yaml"),
+                         "--out", str(tmp_path / "out"), *FAST)
+    assert code == 0, doc["devices"]
+    assert doc["devices"]["local"]["python"] == sys.executable
+    recorded = {v["variant"]: v for v in json.loads((repo / "models/demo/accuracy.json").read_text())["variants"]}
+    rows = {r["variant"]: r for r in doc["results"]}
+    assert sorted(rows) == ["dynamic", "fp16", "fp32", "int8"]
+    for variant, row in rows.items():
+        assert row["status"] == "ok" and row["runtime"] == "ai-edge-litert"
+        assert row["top1"] == pytest.approx(recorded[variant]["top1"], abs=1e-9)
+        assert row["cosine_vs_fp32"] == pytest.approx(recorded[variant]["cosine"], abs=1e-6)
