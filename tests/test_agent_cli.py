@@ -226,10 +226,13 @@ def test_the_zipapp_runs_with_only_numpy_and_ai_edge_litert(agent_pyz, agent_ven
     assert missing.returncode == ExitCode.NO_RUNTIME
     assert "tflite-runtime is not installed" in missing.stderr
 
-    jobs = write_jobs(tmp_path / "jobs.json", [job(test_models["float32"], "z")])
+    jobs = write_jobs(tmp_path / "jobs.json", [job(test_models["float32"], "z"),
+                                               job(test_models["float32"], "old", runtime="tflite-runtime")])
     batch = agent("batch", jobs, "--out", tmp_path / "out", python=agent_venv_python, entry=pyz, cwd=tmp_path)
-    assert batch.returncode == 0, batch.stderr
+    assert batch.returncode == ExitCode.JOB_FAILED, batch.stderr  # a job's missing runtime is data: 1, not 3
     assert json.loads((tmp_path / "out" / "z.json").read_text())["status"] == "ok"
+    old = json.loads((tmp_path / "out" / "old.json").read_text())
+    assert old["status"] == "error" and old["error"]["kind"] == "no_runtime"
 
 
 def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_lock(test_models, tmp_path):
