@@ -34,9 +34,9 @@ from tests.modelgen import ensure_models
 
 RUNTIME_MODULE = "ai_edge_litert.interpreter"
 DEVICE_PYTHON = REPO / ".venv-agent" / "bin" / "python"  # numpy + ai-edge-litert only
-ROUNDS = 5
+ROUNDS = 9
 WARMUP_S = 0.5
-MEASURE_S = 1.5
+MEASURE_S = 1.0
 COLD_REPEATS = 7
 DEADLINE_S = 300
 
