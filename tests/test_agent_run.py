@@ -19,7 +19,7 @@ from agent.tensors import dequantize, quantize
 
 RUNTIMES = ("ai-edge-litert", "tflite-runtime")
 GOOD = ("float32", "int8_io", "uint8_io", "fp16", "dynamic_conv", "dynamic_fc", "two_inputs", "two_outputs",
-        "dynamic_batch", "int_inputs", "bench_tiny")
+        "dynamic_batch", "int_inputs", "bench_tiny", "bench_medium")
 EXPECTED_IO = {  # model -> (input dtypes, output dtypes)
     "float32": (["float32"], ["float32"]),
     "int8_io": (["int8"], ["int8"]),
