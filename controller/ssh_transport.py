@@ -391,54 +391,84 @@ def _connect_client(device: Device, endpoint: Endpoint, sock):
     return client
 
 
-def trust_host_key(device: Device) -> tuple[str, str, str | None]:
-    """Fetch the device's host key and record it in the known_hosts file in use.
+@dataclass(frozen=True)
+class TrustedKey:
+    """A host key ``devices --trust`` recorded."""
 
-    Returns (known_hosts path, new fingerprint, replaced fingerprint or None). A changed key replaces the
-    old entry (the user named this device explicitly). Raises DeviceError when the device (or its
-    gateway) cannot be reached.
+    host: str  #: the known_hosts name (``[host]:port`` unless port 22)
+    fingerprint: str
+    replaced: str | None  #: the fingerprint it replaced (a changed key), or None
+    known_hosts: str
+
+
+def trust_host_key(device: Device) -> list[TrustedKey]:
+    """Fetch the device's host key (and its gateway's, when ``proxy_jump`` is set and the gateway's key is
+    not recorded or differs) and record them in the known_hosts file in use.
+
+    A changed key replaces the old entry: the user named this device explicitly. Returns what was
+    recorded, gateway first. Raises DeviceError when the device or its gateway cannot be reached.
     """
     import paramiko
 
     endpoint = resolve_endpoint(device)
+    trusted: list[TrustedKey] = []
     jump = None
     try:
         if endpoint.proxy_jump:
-            jump = _connect_client(device, resolve_endpoint(device, endpoint.proxy_jump), None)
+            gateway = resolve_endpoint(device, endpoint.proxy_jump)
+            direct = socket.create_connection((gateway.hostname, gateway.port), timeout=device.connect_timeout)
+            gateway_key = _fetch_key(device, direct)
+            trusted.append(_record_key(gateway, gateway_key))
+            jump = _connect_client(device, gateway, None)
             sock = jump.get_transport().open_channel(
                 "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0),
                 timeout=device.connect_timeout,
             )
         else:
             sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=device.connect_timeout)
-        transport = paramiko.Transport(sock)
-        try:
-            transport.banner_timeout = device.connect_timeout
-            transport.start_client(timeout=device.connect_timeout)
-            key = transport.get_remote_server_key()
-        finally:
-            transport.close()
+        key = _fetch_key(device, sock)
     except (OSError, paramiko.SSHException, EOFError) as exc:
         raise DeviceError(device.name, f"cannot reach {endpoint.host_key_name} to fetch its host key: {exc}",
                           kind="unreachable") from exc
     finally:
         if jump is not None:
             jump.close()
+    trusted.append(_record_key(endpoint, key))
+    return trusted
+
+
+def _fetch_key(device: Device, sock):
+    """The host key a server offers on ``sock`` (no authentication; the socket is closed after)."""
+    import paramiko
+
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = device.connect_timeout
+        transport.start_client(timeout=device.connect_timeout)
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+
+
+def _record_key(endpoint: Endpoint, key) -> TrustedKey:
+    """Write ``key`` for ``endpoint`` into its known_hosts, replacing an entry of the same key type."""
+    import paramiko
+
     keys = paramiko.HostKeys()
     if os.path.isfile(endpoint.known_hosts):
         keys.load(endpoint.known_hosts)
-    old = keys.lookup(endpoint.host_key_name) or {}
+    name = endpoint.host_key_name
+    old = keys.lookup(name) or {}
     replaced = fingerprint(old[key.get_name()]) if key.get_name() in old else None
     if replaced == fingerprint(key):
         replaced = None
-    name = endpoint.host_key_name
     for entry in list(keys._entries):  # paramiko keeps no public API to drop a host's entries
         if entry.key.get_name() == key.get_name() and any(
             h == name or (h.startswith("|1|") and paramiko.HostKeys.hash_host(name, h) == h)
             for h in entry.hostnames
         ):
             keys._entries.remove(entry)
-    keys.add(endpoint.host_key_name, key.get_name(), key)
+    keys.add(name, key.get_name(), key)
     os.makedirs(os.path.dirname(os.path.abspath(endpoint.known_hosts)), exist_ok=True)
     keys.save(endpoint.known_hosts)
-    return endpoint.known_hosts, fingerprint(key), replaced
+    return TrustedKey(name, fingerprint(key), replaced, endpoint.known_hosts)

@@ -20,7 +20,7 @@ from controller.errors import DeviceError, HostKeyError
 from controller.inventory import Device
 from controller.ssh_transport import resolve_endpoint
 from controller.transport import CommandTimeout, open_transport, shell_command
-from tests.fixtures_fleet import DEVICE_PYTHON, keygen
+from tests.fixtures_fleet import DEVICE_PYTHON, keygen, write_inventory
 
 PRINT_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
 NASTY = ["a b", "it's", 'say "hi"', "x; touch /tmp/INJECTED", "$(touch /tmp/INJECTED)", "`id`", "*", "~",
@@ -150,7 +150,7 @@ def test_changed_host_key_is_refused_then_trust_replaces_it(ssh_fleet, tmp_path,
         open_transport(device)
     assert main(["devices", "--devices", str(devices_file), "--trust", "board-0"]) == 0
     out = capsys.readouterr().out
-    assert "trusted host key SHA256:" in out and "replaced SHA256:" in out
+    assert f"trusted host key of [127.0.0.1]:{server0.port} SHA256:" in out and "(replaced SHA256:" in out
     assert server0.host_key_line.split(" ", 1)[1].strip() in known.read_text()
     with open_transport(device) as transport:
         assert transport.run(["true"], timeout=30).ok
@@ -254,3 +254,21 @@ def test_a_dead_link_is_noticed_in_seconds(sshd_factory, ssh_fleet, tmp_path):
     assert not thread.is_alive()
     assert "link is dead" in str(outcome["error"]) and outcome["error"].kind == "unreachable"
     assert outcome["seconds"] < 10
+
+
+def test_trust_through_a_gateway_records_the_gateway_and_the_device(sshd_factory, ssh_fleet, tmp_path, capsys):
+    gateway = sshd_factory.start("gw-trust")
+    known = tmp_path / "known_hosts"  # knows neither key
+    entry = dict(ssh_fleet.entries[1], known_hosts=str(known), proxy_jump=f"root@127.0.0.1:{gateway.port}")
+    devices_file = write_inventory(tmp_path / "devices.yaml", [entry])
+    device = Device(**{**entry, "tags": tuple(entry["tags"])})
+    with pytest.raises(HostKeyError, match="not known"):
+        open_transport(device)
+    assert main(["devices", "--devices", str(devices_file), "--trust", "board-1"]) == 0
+    out = capsys.readouterr().out
+    assert f"[127.0.0.1]:{gateway.port}" in out and f"[127.0.0.1]:{ssh_fleet.servers[1].port}" in out
+    recorded = known.read_text()
+    assert gateway.host_key_line.split(" ", 1)[1].strip() in recorded
+    assert ssh_fleet.servers[1].host_key_line.split(" ", 1)[1].strip() in recorded
+    with open_transport(device) as transport:
+        assert transport.run(["true"], timeout=30).ok

@@ -47,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
             device = inventory.get(name)
             if device.is_local:
                 raise UsageError(f"device {name!r} is local (no SSH): it has no host key to trust")
-            path, new, old = trust_host_key(device)
-            change = f" (replaced {old})" if old else ""
-            out.print(f"{name}: trusted host key {new} recorded in {path}{change}")
+            for key in trust_host_key(device):
+                change = f" (replaced {key.replaced})" if key.replaced else ""
+                out.print(f"{name}: trusted host key of {key.host} {key.fingerprint} recorded in "
+                          f"{key.known_hosts}{change}", soft_wrap=True, highlight=False)
         return int(ExitCode.OK)
     rows = [_describe(d) for d in devices]
     if args.check:
