@@ -164,4 +164,5 @@ def test_int8_round_trip_error_is_at_most_half_a_step_inside_the_range(scale, ze
     low, high = scale * (-128 - zero_point), scale * (127 - zero_point)
     x = np.array([low + (u + 1) / 2 * (high - low) for u in unit])
     back = dequantize(quantize(x, scale, zero_point, np.int8), scale, zero_point)
-    assert np.all(np.abs(back - x) <= scale / 2 * (1 + 1e-5) + 1e-6)
+    # half a quantization step, plus float32's own rounding of the dequantized value
+    assert np.all(np.abs(back - x) <= scale / 2 + np.abs(x) * 1e-6 + 1e-6)
