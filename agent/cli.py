@@ -15,6 +15,7 @@ import sys
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
+from agent.job import RUNTIME_CHOICES
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-shape", action="append", default=[], metavar="NAME=1,2,3",
                      help="resize a dynamic input (repeatable)")
     run.add_argument("--save-outputs", metavar="FILE.npz", help="write every output (dequantized + raw/...)")
-    run.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime",
-                                                           "tensorflow"))
+    run.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+                     help="which runtime measures (auto: ai-edge-litert, then tflite-runtime, then tensorflow)")
     run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
     run.add_argument("--timeout", type=float, default=600.0, help="deadline of the worker, seconds (600)")
     run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="this device's environment and every runtime it can load")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--workdir", default=".", help="report the free disk space of this folder (.)")
+    info.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
+                      help="import-check only this runtime (auto: the first in discovery order that imports); "
+                      "by default every installed runtime is import-checked")
 
     batch = sub.add_parser("batch", help="run a JSON list of jobs under the device lock",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,7 +134,7 @@ def _exit_code(doc: dict) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from agent.info import collect, summary
 
-    doc = collect(args.workdir)
+    doc = collect(args.workdir, runtime=args.runtime)
     sys.stdout.write((json.dumps(doc, indent=1) if args.json else summary(doc)) + "\n")
     return ExitCode.OK if any(r["ok"] for r in doc["runtimes"]) else ExitCode.NO_RUNTIME
 

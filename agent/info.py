@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 from agent import __version__, probes, runtimes
@@ -24,30 +25,52 @@ def _numpy_version() -> str | None:
         return None
 
 
-def collect(workdir: str = ".", python: str = sys.executable) -> dict:
+def _import_check(python: str, module: str) -> tuple[bool, str | None]:
+    """Import ``module`` in a fresh child of ``python`` with a deadline: (ok, error or None)."""
+    proc = subprocess.Popen([python, "-c", f"import {module}"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=IMPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return False, f"importing {module} took longer than {IMPORT_TIMEOUT_S:g} s"
+    if proc.returncode == 0:
+        return True, None
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    return False, lines[-1] if lines else f"import exited with {proc.returncode}"
+
+
+def collect(workdir: str = ".", python: str = sys.executable, runtime: str | None = None) -> dict:
     """The info document (docs/internals.md): agent_version, env, runtimes, python_executable,
-    numpy_version, disk_free_kb. Never raises for a broken runtime: it is listed with ok=false."""
+    numpy_version, disk_free_kb. Never raises for a broken runtime: it is listed with ok=false.
+
+    ``runtime=None`` import-checks every installed runtime (in parallel). ``runtime="auto"`` checks them
+    in discovery order and stops at the first that imports; a runtime name checks only that one. A
+    runtime left unchecked this way has ``ok: null`` (installed, not import-checked) - this is what a
+    fleet run asks for, since importing TensorFlow just to list it costs seconds.
+    """
     found = runtimes.available()
-    children = {}
-    for entry in found:
-        if entry["installed"]:
-            children[entry["name"]] = subprocess.Popen(
-                [python, "-c", f"import {entry['module']}"], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    installed = [e for e in found if e["installed"]]
+    checks: dict = {}
+    if runtime is None:
+        with ThreadPoolExecutor(max_workers=max(1, len(installed))) as pool:
+            futures = {e["name"]: pool.submit(_import_check, python, e["module"]) for e in installed}
+            checks = {name: f.result() for name, f in futures.items()}
+    else:
+        for entry in installed:
+            if runtime in ("auto", entry["name"]):
+                checks[entry["name"]] = _import_check(python, entry["module"])
+                if checks[entry["name"]][0]:
+                    break
     result = []
     for entry in found:
-        ok, error = False, "not installed"
-        proc = children.get(entry["name"])
-        if proc is not None:
-            try:
-                _, err = proc.communicate(timeout=IMPORT_TIMEOUT_S)
-                ok = proc.returncode == 0
-                lines = err.decode("utf-8", "replace").strip().splitlines()
-                error = None if ok else (lines[-1] if lines else f"import exited with {proc.returncode}")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                error = f"importing {entry['module']} took longer than {IMPORT_TIMEOUT_S:g} s"
+        if not entry["installed"]:
+            ok, error = False, "not installed"
+        elif entry["name"] in checks:
+            ok, error = checks[entry["name"]]
+        else:
+            ok, error = None, "not import-checked"
         result.append({"name": entry["name"], "module": entry["module"], "version": entry["version"],
                        "ok": ok, "error": error})
     return {
@@ -70,6 +93,6 @@ def summary(doc: dict) -> str:
              f"load {env['loadavg']}"),
              f"disk      {doc['disk_free_kb']} kB free"]
     for r in doc["runtimes"]:
-        state = "ok" if r["ok"] else f"unusable: {r['error']}"
+        state = {True: "ok", None: "installed (not import-checked)"}.get(r["ok"], f"unusable: {r['error']}")
         lines.append(f"runtime   {r['name']:<15} {r['version'] or '-':<10} {state}")
     return "\n".join(lines)

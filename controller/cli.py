@@ -12,7 +12,6 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import List, Optional
 
 from controller import __version__
 from controller.errors import EdgebenchError, ExitCode
@@ -48,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

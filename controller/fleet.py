@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from agent.modelfile import sha256_of
 from controller.errors import DeviceError, ExitCode, InputError
 from controller.inventory import Device, resolve_python
 from controller.store import RunStore, not_run_row
@@ -166,15 +167,6 @@ class FleetResult:
         return ExitCode.OK
 
 
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a local file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def collect_models(paths: Sequence[str]) -> list[ModelRef]:
     """The models named on the command line: .tflite files, or folders with a manifest.json (all of
     their variants). A file named ``<name>.<variant>.tflite`` gets that variant, any other its stem.
@@ -198,7 +190,7 @@ def collect_models(paths: Sequence[str]) -> list[ModelRef]:
             name, _, variant = stem.rpartition(".")
             if variant not in manifest_mod.VARIANTS:
                 name, variant = stem, "-"
-            models.append(ModelRef(name, variant, os.path.abspath(path), sha256_file(path),
+            models.append(ModelRef(name, variant, os.path.abspath(path), sha256_of(path),
                                    os.path.getsize(path)))
         else:
             raise InputError(f"{path}: no such model file or folder; give .tflite files or folders with a "
@@ -294,7 +286,7 @@ class DeviceSession:
         remote path."""
         from agent import __version__
 
-        digest = sha256_file(self.agent_pyz)
+        digest = sha256_of(self.agent_pyz)
         remote = posixpath.join(self.workdir, "agent", f"edgebench-agent-{__version__}-{digest[:8]}.pyz")
         if not self.t.exists(remote):
             self._set(state="pushing", detail="agent")
@@ -323,9 +315,14 @@ class DeviceSession:
             raise DeviceError(self.device.name, f"sha256 mismatch after upload (corrupted in transit or on "
                               f"the device's disk): {bad}", kind="push")
 
-    def info(self) -> dict[str, Any]:
-        """``agent info --json`` on the device. Raises DeviceError kind "agent" when it fails."""
-        result = self.run_python([self.agent, "info", "--json", "--workdir", self.workdir])
+    def info(self, runtime: str | None = None) -> dict[str, Any]:
+        """``agent info --json`` on the device. ``runtime`` ("auto" or a name) import-checks only the
+        runtime jobs would use (a run); None checks every installed one (``devices --check``).
+        Raises DeviceError kind "agent" when it fails."""
+        argv = [self.agent, "info", "--json", "--workdir", self.workdir]
+        if runtime is not None:
+            argv += ["--runtime", runtime]
+        result = self.run_python(argv)
         if not result.ok:
             raise DeviceError(self.device.name, f"`agent info` failed (exit {result.exit_code}): "
                               f"{result.stderr.strip()[-500:]}", kind="agent")
@@ -401,7 +398,7 @@ class DeviceRun(DeviceSession):
         with clock("agent"):
             self.ensure_agent()
         with clock("info"):
-            info = self.info()
+            info = self.info(runtime=self.device.runtime)
         runtime, version = pick_runtime(self.device, info)
         fingerprint = device_fingerprint(info, runtime, version)
         self._set(runtime=runtime, runtime_version=version, agent_version=info.get("agent_version"),
@@ -445,7 +442,7 @@ class DeviceRun(DeviceSession):
         for model in models:
             path = self.options.eval_data or (model.eval_path if self.options.use_manifest_eval else None)
             if path and model.name not in files:
-                files[model.name] = (path, sha256_file(path))
+                files[model.name] = (path, sha256_of(path))
         return files
 
     def _push(self, models: list[ModelRef], eval_files: dict[str, tuple[str, str]], info: dict) -> None:

@@ -277,9 +277,7 @@ def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_l
 
 def test_an_orphaned_worker_ends_itself_soon_after_its_deadline(test_models):
     """The agent is SIGKILLed (no chance to clean up) while its worker hangs: the worker's own alarm
-    ends it shortly after job.timeout instead of never."""
-
-
+    ends it shortly after job.timeout instead of never (the hang sleeps for a day)."""
     import psutil
 
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", str(test_models["float32"]), "--timeout", "3",
@@ -292,12 +290,13 @@ def test_an_orphaned_worker_ends_itself_soon_after_its_deadline(test_models):
             workers = psutil.Process(proc.pid).children(recursive=True)
             time.sleep(0.05)
         assert workers
-        started = time.monotonic()
         proc.kill()
         proc.wait(timeout=10)
         worker = workers[0]
-        worker.wait(timeout=30)  # raises psutil.TimeoutExpired if the watchdog did not fire
-        assert time.monotonic() - started < 3 + 2 + 1 + 2  # timeout + grace + rounding + slack
+        assert worker.is_running()  # orphaned, still hanging: only its own watchdog can end it now
+        # Raises psutil.TimeoutExpired if the watchdog did not fire. The bound is loose on purpose: this
+        # is about "ends", not about how fast on a loaded machine.
+        worker.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -327,3 +326,13 @@ def test_a_runtime_that_fails_to_import_is_skipped_by_auto_and_reported(test_mod
     auto = agent("run", test_models["float32"], "--json", *QUICK, env=env)
     assert auto.returncode == 0, auto.stdout + auto.stderr
     assert json.loads(auto.stdout)["runtime"]["name"] == "tflite-runtime"
+
+    # info --runtime auto (what a fleet run asks) checks in discovery order up to the first that imports.
+    quick = agent("info", "--json", "--runtime", "auto", env=env)
+    assert quick.returncode == 0, quick.stderr
+    oks = {r["name"]: r["ok"] for r in json.loads(quick.stdout)["runtimes"]}
+    assert oks == {"ai-edge-litert": False, "tflite-runtime": True, "tensorflow": None}
+    only = agent("info", "--json", "--runtime", "ai-edge-litert", env=env)
+    assert only.returncode == ExitCode.NO_RUNTIME
+    oks = {r["name"]: r["ok"] for r in json.loads(only.stdout)["runtimes"]}
+    assert oks == {"ai-edge-litert": False, "tflite-runtime": None, "tensorflow": None}

@@ -69,7 +69,7 @@ def test_a_command_past_its_deadline_is_stopped(session):
     start = time.monotonic()
     with pytest.raises(CommandTimeout, match="deadline"):
         session.run(["sleep", "20"], timeout=1.0)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 15  # the sleep would take 20
 
 
 def test_files_round_trip_with_awkward_names(session, tmp_path):
@@ -173,7 +173,7 @@ def test_auth_refused_and_unreachable_are_device_errors(ssh_fleet, tmp_path):
     start = time.monotonic()
     with pytest.raises(DeviceError) as info:
         open_transport(ssh_device(ssh_fleet, 0, port=1, connect_timeout=3))
-    assert info.value.kind == "unreachable" and time.monotonic() - start < 5
+    assert info.value.kind == "unreachable" and time.monotonic() - start < 10
 
 
 def test_ssh_config_alias(ssh_fleet, tmp_path):
