@@ -103,13 +103,21 @@ def results_table(results: pd.DataFrame, run_dir: str | None = None) -> Table:
 
 
 def accuracy_text(row: dict[str, Any]) -> str:
-    """Top-1 when labels were given, and the cosine similarity vs fp32 for the other variants."""
+    """Top-1 when labels were given; for the other variants the cosine similarity and the RMSE vs fp32
+    (the RMSE shows drift that a cosine rounded to 4 places hides)."""
     parts = []
-    if row.get("top1") is not None and not _isnan(row["top1"]):
+    if _present(row.get("top1")):
         parts.append(f"top1 {row['top1'] * 100:.1f}%")
-    if row.get("cosine_vs_fp32") is not None and not _isnan(row["cosine_vs_fp32"]) and row["variant"] != "fp32":
-        parts.append(f"cos {row['cosine_vs_fp32']:.4f}")
+    if row["variant"] != "fp32":
+        if _present(row.get("cosine_vs_fp32")):
+            parts.append(f"cos {row['cosine_vs_fp32']:.4f}")
+        if _present(row.get("rmse_vs_fp32")):
+            parts.append(f"rmse {row['rmse_vs_fp32']:.1e}")
     return ", ".join(parts) or "-"
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not _isnan(value)
 
 
 def _isnan(value: Any) -> bool:
