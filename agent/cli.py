@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
     batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
     batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0)")
+    batch.add_argument("--stop-on-stdin-eof", action="store_true",
+                       help="stop (like Ctrl-C) when standard input closes: the controller keeps it open, so "
+                       "an SSH session that drops or a controller that gives up stops the batch and frees "
+                       "the device lock")
 
     return parser
 
@@ -146,15 +151,40 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
+    if args.stop_on_stdin_eof:
+        _watch_stdin()
     options = BatchOptions(jobs_file=args.jobs, out_dir=args.out, lock=args.lock,
                            lock_timeout=args.lock_timeout, shuffle_seed=args.shuffle_seed,
                            cooldown=args.cooldown)
     docs = run_batch(options, emit)
+    _BATCH_DONE.set()
     # A job the device cannot run (no_runtime included) is data in its document: 1, never 3, for batch.
     return ExitCode.OK if all(d["status"] == "ok" for d in docs) else ExitCode.JOB_FAILED
 
 
 COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch}
+
+
+_BATCH_DONE = threading.Event()  #: set once the batch is done: a late EOF must not turn its result into 130
+
+
+def _watch_stdin() -> None:
+    """Send this process SIGHUP (handled like Ctrl-C) once standard input reaches EOF.
+
+    Reads the file descriptor directly (``os.read``): a daemon thread blocked inside ``sys.stdin``'s
+    buffered reader would abort the interpreter at exit."""
+    import os
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass  # a closed or broken stdin means the same as EOF: the controller is gone
+        if not _BATCH_DONE.is_set():
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
 def _interrupt(signum: int, frame: object) -> None:

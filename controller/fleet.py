@@ -510,14 +510,18 @@ class DeviceRun(DeviceSession):
         if lock_timeout is None:
             lock_timeout = self.device.lock_timeout
         argv = [self.agent, "batch", jobs_file, "--out", posixpath.join(run_dir, "results"),
-                "--lock", posixpath.join(self.workdir, "lock"), "--lock-timeout", f"{lock_timeout:g}"]
+                "--lock", posixpath.join(self.workdir, "lock"), "--lock-timeout", f"{lock_timeout:g}",
+                "--stop-on-stdin-eof"]
         if self.options.shuffle_seed is not None:
             argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
         # Each job is bounded by its own worker deadline on the device; the batch by their sum.
         deadline = lock_timeout + len(self.jobs) * (self.options.job_timeout + 30) + 60
         self._set(state="running", detail="waiting for the device lock")
         start = time.monotonic()
-        result = self.run_python(argv, timeout=deadline, on_line=lambda line: self._on_line(line, run_dir))
+        # stdin stays open while the batch runs: if this controller dies or gives up (Ctrl-C, deadline,
+        # dead link), the device sees EOF and stops the batch, freeing its lock.
+        result = self.run_python(argv, timeout=deadline, on_line=lambda line: self._on_line(line, run_dir),
+                                 stdin_open=True)
         self.status.batch_seconds = time.monotonic() - start
         if result.exit_code == 4:
             raise DeviceError(self.device.name, f"busy: another controller holds the device lock "

@@ -219,6 +219,7 @@ class SSHTransport(Transport):
         *,
         timeout: float,
         on_line: LineCallback | None = None,
+        stdin_open: bool = False,
     ) -> CommandResult:
         command = shell_command(argv)
         start = time.monotonic()
@@ -226,7 +227,8 @@ class SSHTransport(Transport):
         try:
             channel = self._transport().open_session(timeout=min(timeout, self.device.connect_timeout))
             channel.exec_command(command)
-            channel.shutdown_write()
+            if not stdin_open:  # else the remote stdin stays open until the channel closes
+                channel.shutdown_write()
         except DeviceError:
             raise
         except Exception as exc:

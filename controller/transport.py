@@ -128,11 +128,15 @@ class Transport(abc.ABC):
         *,
         timeout: float,
         on_line: LineCallback | None = None,
+        stdin_open: bool = False,
     ) -> CommandResult:
         """Run ``argv`` on the device and wait at most ``timeout`` seconds.
 
-        ``on_line`` is called with each stdout line as it arrives. Returns the result whatever the exit
-        code; raises CommandTimeout past the deadline, DeviceError when the link fails.
+        ``on_line`` is called with each stdout line as it arrives. ``stdin_open`` keeps the command's
+        standard input open while it runs (closed when the command ends, times out, or this side goes
+        away), so a command that watches it (``agent batch --stop-on-stdin-eof``) stops with its caller.
+        Returns the result whatever the exit code; raises CommandTimeout past the deadline, DeviceError
+        when the link fails.
         """
 
     @abc.abstractmethod
@@ -188,13 +192,14 @@ class LocalTransport(Transport):
         *,
         timeout: float,
         on_line: LineCallback | None = None,
+        stdin_open: bool = False,
     ) -> CommandResult:
         shell_command(argv)  # the same argument checks as a remote command
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
                 [str(a) for a in argv],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -228,6 +233,8 @@ class LocalTransport(Transport):
             proc.wait(timeout=10)
         finally:
             timer.cancel()
+            if proc.stdin is not None:
+                proc.stdin.close()
             reader.join(timeout=10)
             self._running = None
         stderr = "".join(stderr_parts)

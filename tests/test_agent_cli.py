@@ -235,7 +235,10 @@ def test_the_zipapp_runs_with_only_numpy_and_ai_edge_litert(agent_pyz, agent_ven
     assert old["status"] == "error" and old["error"]["kind"] == "no_runtime"
 
 
-def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_lock(test_models, tmp_path):
+@pytest.mark.parametrize("how", ["sigterm", "stdin_eof"])
+def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_lock(test_models, tmp_path, how):
+    """SIGTERM, or (with --stop-on-stdin-eof) its controller closing stdin, as when an SSH session
+    drops: the batch unwinds like Ctrl-C."""
     import select
     import signal
 
@@ -246,8 +249,10 @@ def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_l
         job(test_models["bench_medium"], "long", runs=10**6, min_seconds=120, max_seconds=120, timeout=300),
     ])
     lock = tmp_path / "dev.lock"
+    extra = ["--stop-on-stdin-eof"] if how == "stdin_eof" else []
     proc = subprocess.Popen([sys.executable, "-m", "agent", "batch", str(jobs), "--out", str(tmp_path / "out"),
-                             "--lock", str(lock)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+                             "--lock", str(lock), *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO)
     try:
         deadline = time.monotonic() + 60
         seen = b""
@@ -261,7 +266,10 @@ def test_sigterm_kills_the_running_worker_keeps_finished_results_and_frees_the_l
             workers = psutil.Process(proc.pid).children(recursive=True)
             time.sleep(0.05)
         assert workers
-        proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            proc.stdin.close()
         assert proc.wait(timeout=30) == ExitCode.INTERRUPTED
         assert b"interrupted" in proc.stderr.read()
     finally:

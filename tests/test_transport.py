@@ -272,3 +272,41 @@ def test_trust_through_a_gateway_records_the_gateway_and_the_device(sshd_factory
     assert ssh_fleet.servers[1].host_key_line.split(" ", 1)[1].strip() in recorded
     with open_transport(device) as transport:
         assert transport.run(["true"], timeout=30).ok
+
+
+def test_a_dropped_ssh_session_stops_the_remote_batch_and_frees_the_device_lock(ssh_fleet, agent_pyz, test_models,
+                                                                              tmp_path):
+    """The controller vanishes mid-job (its connection closes): the device sees stdin EOF, the agent
+    unwinds like Ctrl-C, and the device lock is free for the next controller - not held for minutes."""
+    import fcntl
+    import threading
+
+    from agent.lock import DeviceLock
+
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"model": str(test_models["bench_medium"]), "id": "long", "runs": 10**6,
+                                 "min_seconds": 120, "max_seconds": 120, "timeout": 300}]))
+    lock = tmp_path / "dev.lock"
+    transport = open_transport(ssh_device(ssh_fleet, 0))
+    started = threading.Event()
+    outcome: dict = {}
+
+    def batch() -> None:
+        try:
+            outcome["result"] = transport.run(
+                [DEVICE_PYTHON, str(agent_pyz), "batch", str(jobs), "--out", str(tmp_path / "out"), "--lock",
+                 str(lock), "--stop-on-stdin-eof"], timeout=200, stdin_open=True,
+                on_line=lambda line: started.set() if '"start"' in line else None)
+        except DeviceError as exc:  # the connection closed under it: expected
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=batch, daemon=True)
+    thread.start()
+    assert started.wait(60), "the batch never started its job"
+    with open(lock) as fh, pytest.raises(BlockingIOError):  # held by the remote batch now
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    transport.close()
+    thread.join(timeout=30)
+    with DeviceLock(str(lock), timeout=60):  # BusyError if the remote batch still held it after 60 s
+        pass
+    assert not (tmp_path / "out" / "long.json").exists()  # the 120 s job did not run to its end
