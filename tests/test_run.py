@@ -327,3 +327,35 @@ def test_the_demo_on_the_default_devices_yaml(tmp_path):
         assert row["status"] == "ok" and row["runtime"] == "ai-edge-litert"
         assert row["top1"] == pytest.approx(recorded[variant]["top1"], abs=1e-9)
         assert row["cosine_vs_fp32"] == pytest.approx(recorded[variant]["cosine"], abs=1e-6)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 320 KiB tmpfs (a real full-disk situation for a device's workdir); unmounted afterwards."""
+    import subprocess
+
+    mount = tmp_path / "tiny disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], check=True, timeout=30)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True, timeout=30)
+
+
+def test_a_device_whose_disk_is_too_full_is_reported_and_the_others_complete(ssh_fleet, tiny_disk, tmp_path):
+    demo_fp32 = Path(__file__).resolve().parent.parent / "models" / "demo" / "demo.fp32.tflite"  # 660 KiB
+    entries = [dict(ssh_fleet.entries[0], name="full", workdir=str(tiny_disk / "edgebench")),
+               {"name": "here", "transport": "local", "workdir": str(tmp_path / "here work"),
+                "python": DEVICE_PYTHON}]
+    inventory = write_inventory(tmp_path / "devices.yaml", entries)
+    code, doc = run_json(str(demo_fp32), "--devices", str(inventory), "--out", str(tmp_path / "out"),
+                         "--no-eval", *FAST)
+    assert code == 1
+    full = doc["devices"]["full"]
+    assert full["state"] == "failed" and full["kind"] == "disk_full"
+    assert "disk full" in full["reason"] and "free space or set another workdir" in full["reason"]
+    assert not list((tiny_disk / "edgebench" / "models").iterdir())  # nothing half-pushed left behind
+    assert doc["devices"]["here"]["state"] == "done"
+    rows = {r["device"]: r for r in doc["results"]}
+    assert rows["here"]["status"] == "ok" and rows["full"]["status"] == "not_run"
