@@ -16,7 +16,7 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
-from agent.job import RUNTIME_CHOICES
+from agent.job import RUNTIME_CHOICES, JobSpec
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -46,12 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure one model (one job) and print its result document",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("model", metavar="MODEL.tflite")
-    run.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    run.add_argument("--runs", type=int, default=50, help="at least this many timed runs (default 50)")
-    run.add_argument("--warmup", type=int, default=1, help="at least this many warmup runs (default 1)")
-    run.add_argument("--warmup-min-seconds", type=float, default=0.5, help="and warm up this long (0.5)")
-    run.add_argument("--min-seconds", type=float, default=1.0, help="and time for at least this long (1.0)")
-    run.add_argument("--max-seconds", type=float, default=150.0, help="cap of warmup and timed runs (150)")
+    d = JobSpec(model="")  # one source for the measurement defaults (the controller's `run` uses it too)
+    run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads (default {d.threads})")
+    run.add_argument("--runs", type=int, default=d.runs, help=f"at least this many timed runs ({d.runs})")
+    run.add_argument("--warmup", type=int, default=d.warmup, help=f"at least this many warmup runs ({d.warmup})")
+    run.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
+                     help=f"and warm up this long ({d.warmup_min_seconds:g})")
+    run.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                     help=f"and time for at least this long ({d.min_seconds:g})")
+    run.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                     help=f"cap of warmup and timed runs ({d.max_seconds:g})")
     run.add_argument("--inputs", metavar="FILE.npz", help=".npy/.npz input data (float data is quantized for "
                      "int8/uint8 inputs); default: seeded random inputs")
     run.add_argument("--input-shape", action="append", default=[], metavar="NAME=1,2,3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from agent.job import JobSpec
 from controller.errors import UsageError
 from controller.inventory import add_selection_arguments
 
@@ -30,11 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
     p.add_argument("--threads", type=_threads, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)")
-    p.add_argument("--runs", type=int, default=50, help="at least this many measured runs (default 50)")
-    p.add_argument("--warmup", type=int, default=1, help="at least this many warmup runs (default 1)")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="measure at least this long (default 1)")
-    p.add_argument("--warmup-min-seconds", type=float, default=0.5, help="warm up at least this long")
-    p.add_argument("--max-seconds", type=float, default=150.0, help="cap on the measured time per job")
+    d = JobSpec(model="")  # the agent's measurement defaults
+    p.add_argument("--runs", type=int, default=d.runs, help=f"at least this many measured runs (default {d.runs})")
+    p.add_argument("--warmup", type=int, default=d.warmup,
+                   help=f"at least this many warmup runs (default {d.warmup})")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                   help=f"measure at least this long (default {d.min_seconds:g})")
+    p.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
+                   help=f"warm up at least this long (default {d.warmup_min_seconds:g})")
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                   help=f"cap on the measured time per job (default {d.max_seconds:g})")
     p.add_argument("--job-timeout", type=float, default=300.0, help="deadline of one job on the device")
     p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
                    "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
