@@ -24,7 +24,7 @@ EPILOG = """exit codes:
   2  usage or config error, bad input file (the message names the file and the fix)
   3  no selected device was reachable
   4  a tool edgebench drives failed (converter, quantizer) or an optional extra is missing
-  5  nightly: a regression or accuracy drift was flagged
+  5  reserved for `edgebench nightly` (not built yet): a regression or drift flagged
   130 interrupted (completed results are kept)
 """
 

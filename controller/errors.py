@@ -15,7 +15,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: bad command line, bad devices.yaml, bad input file (model, data, manifest)
     NO_DEVICE = 3  #: no selected device was reachable
     TOOL = 4  #: a tool edgebench drives failed (converter, quantizer) or an optional extra is missing
-    REGRESSION = 5  #: nightly: a regression or accuracy drift was flagged
+    REGRESSION = 5  #: reserved for `edgebench nightly` (not built yet): a regression or drift flagged
     INTERRUPTED = 130  #: Ctrl-C; completed results are kept
     INTERNAL = 70  #: a bug in edgebench
 
