@@ -425,16 +425,22 @@ class DeviceRun(DeviceSession):
 
         runnable = []
         for model in self.models:
-            verdict = compat.check(model.path, runtime, version)
+            try:
+                verdict = compat.check(model.path, runtime, version)
+            except InputError as exc:  # not a model / truncated: skip it, run the others
+                self._skip(model, str(exc), "bad_model")
+                continue
             if verdict.ok:
                 runnable.append(model)
                 continue
-            reason = f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons)
-            for job in self._planned_jobs([model]):
-                self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "skipped",
-                                                   reason, "incompatible"))
-                self.status.jobs_skipped += 1
+            self._skip(model, f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
         return runnable
+
+    def _skip(self, model: ModelRef, reason: str, kind: str) -> None:
+        """Record every job of ``model`` as skipped with ``reason`` (never pushed, never run)."""
+        for job in self._planned_jobs([model]):
+            self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "skipped", reason, kind))
+            self.status.jobs_skipped += 1
 
     def _eval_files(self, models: list[ModelRef]) -> dict[str, tuple[str, str]]:
         """model family name -> (local eval .npz, its sha256) for the families that get outputs saved."""

@@ -329,6 +329,24 @@ def test_the_demo_on_the_default_devices_yaml(tmp_path):
         assert row["cosine_vs_fp32"] == pytest.approx(recorded[variant]["cosine"], abs=1e-6)
 
 
+@pytest.mark.parametrize("bad", ["bad_not_flatbuffer", "bad_truncated"])
+def test_a_corrupt_model_is_skipped_with_the_reason_and_the_others_run(test_models, family, tmp_path, capsys, bad):
+    inventory = local_inventory(tmp_path)
+    code = main(["run", str(test_models[bad]), str(family / "convnet.fp32.tflite"), "--devices", str(inventory),
+                 "--out", str(tmp_path / "out"), *FAST])
+    out = capsys.readouterr().out
+    assert code == 1
+    run_dir = Path(out.split("run folder:")[1].split()[0])
+    results = pd.read_parquet(run_dir / "results.parquet")
+    skipped = results[results["model"] == bad].iloc[0]
+    assert skipped["status"] == "skipped" and skipped["error_kind"] == "bad_model"
+    assert str(test_models[bad]) in skipped["error"] and "not a" in skipped["error"]  # names the file and why
+    assert "give a .tflite file" in skipped["error"] or "convert the model again" in skipped["error"]  # the fix
+    assert results[results["model"] == "convnet"].iloc[0]["status"] == "ok"
+    cached = {p.name for p in (tmp_path / "here work" / "models").iterdir()}
+    assert cached == {f"{sha256(family / 'convnet.fp32.tflite')}.tflite"}  # the corrupt file never pushed
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 320 KiB tmpfs (a real full-disk situation for a device's workdir); unmounted afterwards."""
