@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -150,10 +151,6 @@ class FleetResult:
     def failed(self) -> dict[str, DeviceStatus]:
         return {n: s for n, s in self.devices.items() if s.failed}
 
-    @property
-    def succeeded(self) -> dict[str, DeviceStatus]:
-        return {n: s for n, s in self.devices.items() if not s.failed}
-
     def exit_code(self) -> ExitCode:
         """OK when every job on every device is ok; NO_DEVICE when no device could be reached (each
         failed to connect: unreachable, auth refused, host key, config); PARTIAL otherwise; INTERRUPTED
@@ -165,6 +162,15 @@ class FleetResult:
         if self.failed or any(s.jobs_failed or s.jobs_skipped for s in self.devices.values()):
             return ExitCode.PARTIAL
         return ExitCode.OK
+
+
+@functools.lru_cache(maxsize=256)
+def _model_info(path: str, sha256: str) -> Any:
+    """The model's :class:`~controller.tflite_model.ModelInfo`, read once per run however many devices
+    check it (``sha256`` is part of the key, so a changed file is read again). Raises InputError."""
+    from controller.tflite_model import read_model
+
+    return read_model(path)
 
 
 def collect_models(paths: Sequence[str]) -> list[ModelRef]:
@@ -344,6 +350,7 @@ class DeviceRun(DeviceSession):
         self.store = store
         self.jobs: list[dict[str, Any]] = []
         self.fetched: set = set()
+        self.skipped: set = set()  #: ids of jobs the preflight skipped (their rows are already stored)
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
@@ -377,7 +384,7 @@ class DeviceRun(DeviceSession):
     def _fail(self, reason: str, kind: str) -> None:
         self._set(state="failed", reason=reason, kind=kind, detail=reason)
         for job in self.jobs or self._planned_jobs():
-            if job["id"] not in self.fetched:
+            if job["id"] not in self.fetched and job["id"] not in self.skipped:
                 self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "not_run",
                                                    reason, kind))
 
@@ -404,11 +411,12 @@ class DeviceRun(DeviceSession):
         self._set(runtime=runtime, runtime_version=version, agent_version=info.get("agent_version"),
                   fingerprint=fingerprint)
         with clock("preflight"):
-            runnable = self._preflight(runtime, version)
+            indices = self._preflight(runtime, version)
+            runnable = [self.models[i] for i in indices]
             eval_files = self._eval_files(runnable)
         with clock("push"):
             self._push(runnable, eval_files, info)
-        self.jobs = self._make_jobs(runnable, runtime, eval_files, run_dir, fingerprint)
+        self.jobs = self._make_jobs(indices, runtime, eval_files, run_dir, fingerprint)
         self._set(jobs_total=len(self.jobs) + self.status.jobs_skipped)
         with clock("gate"):
             self._pass_gate(wait=bool(self.jobs))
@@ -420,26 +428,29 @@ class DeviceRun(DeviceSession):
                 if any(j.get("save_outputs") for j in self.jobs):
                     self._fetch_outputs()
 
-    def _preflight(self, runtime: str, version: str) -> list[ModelRef]:
+    def _preflight(self, runtime: str, version: str) -> list[int]:
+        """Indices (into ``self.models``) of the models this device's runtime can load; the others'
+        jobs are recorded as skipped with the reason."""
         from controller import compat
 
         runnable = []
-        for model in self.models:
+        for index, model in enumerate(self.models):
             try:
-                verdict = compat.check(model.path, runtime, version)
+                verdict = compat.check_info(_model_info(model.path, model.sha256), runtime, version)
             except InputError as exc:  # not a model / truncated: skip it, run the others
-                self._skip(model, str(exc), "bad_model")
+                self._skip(index, str(exc), "bad_model")
                 continue
             if verdict.ok:
-                runnable.append(model)
+                runnable.append(index)
                 continue
-            self._skip(model, f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
+            self._skip(index, f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
         return runnable
 
-    def _skip(self, model: ModelRef, reason: str, kind: str) -> None:
-        """Record every job of ``model`` as skipped with ``reason`` (never pushed, never run)."""
-        for job in self._planned_jobs([model]):
+    def _skip(self, index: int, reason: str, kind: str) -> None:
+        """Record every job of model ``index`` as skipped with ``reason`` (never pushed, never run)."""
+        for job in self._planned_jobs([index]):
             self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "skipped", reason, kind))
+            self.skipped.add(job["id"])
             self.status.jobs_skipped += 1
 
     def _eval_files(self, models: list[ModelRef]) -> dict[str, tuple[str, str]]:
@@ -475,24 +486,26 @@ class DeviceRun(DeviceSession):
     def _threads(self) -> tuple[int, ...]:
         return self.device.threads or self.options.threads
 
-    def _planned_jobs(self, models: list[ModelRef] | None = None) -> list[dict[str, Any]]:
-        """The jobs asked for, without device paths (for rows of jobs that never ran)."""
+    def _planned_jobs(self, indices: list[int] | None = None) -> list[dict[str, Any]]:
+        """The jobs asked for (of the models at ``indices``, default all), without device paths (for rows
+        of jobs that never ran). Job ids carry the model's position, so a model given twice has two."""
         jobs = []
-        for index, model in enumerate(models if models is not None else self.models):
+        for index in indices if indices is not None else range(len(self.models)):
+            model = self.models[index]
             for threads in self._threads():
                 jobs.append({"id": _job_id(index, model, threads), "threads": threads,
                              "meta": {"model_name": model.name, "variant": model.variant,
                                       "sha256": model.sha256, "bytes": model.bytes}})
         return jobs
 
-    def _make_jobs(self, models: list[ModelRef], runtime: str, eval_files: dict[str, tuple[str, str]],
+    def _make_jobs(self, indices: list[int], runtime: str, eval_files: dict[str, tuple[str, str]],
                    run_dir: str, fingerprint: str) -> list[dict[str, Any]]:
         from agent.job import JobSpec
 
         o = self.options
         jobs = []
-        for model in models:
-            index = self.models.index(model)
+        for index in indices:
+            model = self.models[index]
             data = eval_files.get(model.name)
             for threads in self._threads():
                 job_id = _job_id(index, model, threads)

@@ -71,11 +71,11 @@ class FleetBoard:
         return table
 
 
-def results_table(results: pd.DataFrame, run_dir: str | None = None) -> Table:
+def results_table(results: pd.DataFrame) -> Table:
     """The end-of-run table: device x model x variant x threads with p50, p90, speedup vs fp32, peak RSS,
     accuracy and status (from a results.parquet DataFrame). Reasons of jobs that are not ok are numbered
     notes under the table (each distinct reason once)."""
-    table = Table(title="results" + (f" - {run_dir}" if run_dir else ""))
+    table = Table(title="results")
     for column in ("device", "model", "variant", "threads", "p50 ms", "p90 ms", "speedup", "peak RSS MiB",
                    "accuracy", "status"):
         left = column in ("device", "model", "variant", "status")

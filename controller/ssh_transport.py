@@ -256,7 +256,7 @@ class SSHTransport(Transport):
                 drained = not channel.recv_ready() and not channel.recv_stderr_ready()
                 if channel.exit_status_ready() and drained and (channel.eof_received or channel.closed):
                     break
-                if not self._client.get_transport().is_active():
+                if not link.transport.is_active():  # (self._client is None once close() ran)
                     raise DeviceError(self.device.name, f"connection lost while running {command!r}",
                                       kind="unreachable")
                 if select.select([channel], [], [], min(remaining, 1.0))[0]:
@@ -291,7 +291,6 @@ class SSHTransport(Transport):
         callback = (lambda sent, total: on_bytes(sent)) if on_bytes else None
         attrs = self._sftp_call(f"upload of {local} to {remote}", self._sftp.put, local, remote,
                                 callback=callback, confirm=True)
-        self.bytes_sent += attrs.st_size
         return attrs.st_size
 
     def put_bytes(self, data: bytes, remote: str) -> int:
@@ -300,7 +299,6 @@ class SSHTransport(Transport):
                 fh.write(data)
 
         self._sftp_call(f"writing {remote}", write)
-        self.bytes_sent += len(data)
         return len(data)
 
     def get(self, remote: str, local: str) -> int:

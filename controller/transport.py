@@ -103,7 +103,6 @@ class Transport(abc.ABC):
 
     def __init__(self, device: Device):
         self.device = device
-        self.bytes_sent = 0  #: bytes pushed through put / put_bytes in this session
 
     def __enter__(self) -> Self:
         self.connect()
@@ -246,7 +245,6 @@ class LocalTransport(Transport):
     def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
         shutil.copyfile(local, remote)
         size = os.path.getsize(remote)
-        self.bytes_sent += size
         if on_bytes is not None:
             on_bytes(size)
         return size
@@ -254,7 +252,6 @@ class LocalTransport(Transport):
     def put_bytes(self, data: bytes, remote: str) -> int:
         with open(remote, "wb") as fh:
             fh.write(data)
-        self.bytes_sent += len(data)
         return len(data)
 
     def get(self, remote: str, local: str) -> int:

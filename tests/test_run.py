@@ -377,3 +377,18 @@ def test_a_device_whose_disk_is_too_full_is_reported_and_the_others_complete(ssh
     assert doc["devices"]["here"]["state"] == "done"
     rows = {r["device"]: r for r in doc["results"]}
     assert rows["here"]["status"] == "ok" and rows["full"]["status"] == "not_run"
+
+
+def test_a_model_given_twice_gets_two_jobs_and_a_skipped_model_one_row(test_models, family, tmp_path, capsys):
+    """Job ids carry the model's position on the command line: a model named twice is measured twice
+    (two rows, two ids), and a skipped model's row has the id of its own position."""
+    inventory = local_inventory(tmp_path)
+    good = str(family / "convnet.fp32.tflite")
+    code = main(["run", str(test_models["bad_custom_op"]), good, good, "--devices", str(inventory),
+                 "--out", str(tmp_path / "out"), *FAST])
+    out = capsys.readouterr().out
+    assert code == 1
+    results = pd.read_parquet(Path(out.split("run folder:")[1].split()[0]) / "results.parquet")
+    assert sorted(results["job_id"]) == ["000-bad_custom_op---t1", "001-convnet-fp32-t1",
+                                         "002-convnet-fp32-t1"]
+    assert list(results.sort_values("job_id")["status"]) == ["skipped", "ok", "ok"]
