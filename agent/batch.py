@@ -7,6 +7,7 @@ Progress goes to ``emit`` as small dicts (the CLI prints them as JSON lines). St
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -77,14 +78,8 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
     order = list(specs)
     if options.shuffle_seed is not None:
         random.Random(options.shuffle_seed).shuffle(order)
-    lock = DeviceLock(options.lock, options.lock_timeout) if options.lock else None
-    if lock:
-        lock.acquire()
-    try:
+    with DeviceLock(options.lock, options.lock_timeout) if options.lock else contextlib.nullcontext():
         return _run_all(order, out, options, emit)
-    finally:
-        if lock:
-            lock.release()
 
 
 def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict], None]) -> list:

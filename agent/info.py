@@ -25,9 +25,9 @@ def _numpy_version() -> str | None:
         return None
 
 
-def _import_check(python: str, module: str) -> tuple[bool, str | None]:
-    """Import ``module`` in a fresh child of ``python`` with a deadline: (ok, error or None)."""
-    proc = subprocess.Popen([python, "-c", f"import {module}"], stdin=subprocess.DEVNULL,
+def _import_check(module: str) -> tuple[bool, str | None]:
+    """Import ``module`` in a fresh child of this python with a deadline: (ok, error or None)."""
+    proc = subprocess.Popen([sys.executable, "-c", f"import {module}"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=IMPORT_TIMEOUT_S)
@@ -41,7 +41,7 @@ def _import_check(python: str, module: str) -> tuple[bool, str | None]:
     return False, lines[-1] if lines else f"import exited with {proc.returncode}"
 
 
-def collect(workdir: str = ".", python: str = sys.executable, runtime: str | None = None) -> dict:
+def collect(workdir: str = ".", runtime: str | None = None) -> dict:
     """The info document (docs/internals.md): agent_version, env, runtimes, python_executable,
     numpy_version, disk_free_kb. Never raises for a broken runtime: it is listed with ok=false.
 
@@ -55,12 +55,12 @@ def collect(workdir: str = ".", python: str = sys.executable, runtime: str | Non
     checks: dict = {}
     if runtime is None:
         with ThreadPoolExecutor(max_workers=max(1, len(installed))) as pool:
-            futures = {e["name"]: pool.submit(_import_check, python, e["module"]) for e in installed}
+            futures = {e["name"]: pool.submit(_import_check, e["module"]) for e in installed}
             checks = {name: f.result() for name, f in futures.items()}
     else:
         for entry in installed:
             if runtime in ("auto", entry["name"]):
-                checks[entry["name"]] = _import_check(python, entry["module"])
+                checks[entry["name"]] = _import_check(entry["module"])
                 if checks[entry["name"]][0]:
                     break
     result = []

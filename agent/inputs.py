@@ -23,7 +23,6 @@ _LABEL_KEYS = ("y", "labels")
 class Samples:
     arrays: list  #: one np.ndarray per model input, shape (count, *input shape), the input's dtype
     count: int
-    random: bool  #: True when made up by :func:`random_samples`
     source: str  #: "random(seed=N)" or the file path
     stacked: bool = False  #: the file held N samples along a new first axis (outputs are stacked too)
 
@@ -52,7 +51,7 @@ def random_samples(ios: list[dict], seed: int) -> Samples:
         else:
             values = rng.integers(low, high, shape, endpoint=True).astype(dtype)
         arrays.append(values)
-    return Samples(arrays, 1, True, f"random(seed={seed})")
+    return Samples(arrays, 1, f"random(seed={seed})")
 
 
 def load_samples(path: str, ios: list[dict]) -> Samples:
@@ -85,7 +84,7 @@ def load_samples(path: str, ios: list[dict]) -> Samples:
     count = counts.pop()
     if count == 0:
         raise JobFailed("bad_inputs", f"{path} holds zero samples")
-    return Samples(arrays, count, False, str(Path(path)), stacked)
+    return Samples(arrays, count, str(Path(path)), stacked)
 
 
 def _match_npz(path: str, found: dict, ios: list[dict]) -> list:

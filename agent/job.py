@@ -62,11 +62,10 @@ class JobSpec:
             raise UsageError(f"runtime must be one of {RUNTIME_CHOICES}, got {self.runtime!r}")
         if int(self.threads) < 1:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
-        for name in ("runs", "warmup"):
-            if int(getattr(self, name)) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.runs < 1:
-            raise UsageError("runs must be >= 1")
+        if int(self.warmup) < 0:
+            raise UsageError(f"warmup must be >= 0, got {self.warmup}")
+        if int(self.runs) < 1:
+            raise UsageError(f"runs must be >= 1, got {self.runs}")
         for name in ("min_seconds", "warmup_min_seconds", "max_seconds", "timeout"):
             if float(getattr(self, name)) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")

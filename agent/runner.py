@@ -121,7 +121,26 @@ def _read_document(path: Path) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+_IDENTITY_CACHE: dict = {}  #: (path, size, mtime_ns) -> sha256: a batch hashes each model file once
+
+
 def _document(spec: JobSpec, returncode: int, timed_out: bool, result_file: Path, tail: str) -> dict:
+    """The job's document, classified, with the model file's sha256 and size (computed here in the
+    parent, once per file, so the measuring worker spends no time hashing)."""
+    doc = _classified(spec, returncode, timed_out, result_file, tail)
+    model = Path(spec.model)
+    try:
+        stat = model.stat()
+    except OSError:
+        return doc  # a missing model: the document already says so
+    key = (str(model.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _IDENTITY_CACHE:
+        _IDENTITY_CACHE[key] = modelfile.sha256_of(model)
+    doc["model"].update(sha256=_IDENTITY_CACHE[key], bytes=stat.st_size)
+    return doc
+
+
+def _classified(spec: JobSpec, returncode: int, timed_out: bool, result_file: Path, tail: str) -> dict:
     doc = _read_document(result_file)
     stage = doc.pop("_stage", None) if doc else None
     if doc is not None and stage is None and not timed_out and returncode == 0:
@@ -154,9 +173,6 @@ def _signal_name(number: int) -> str:
 def _fallback_document(spec: JobSpec) -> dict:
     """A document for a worker that died before its first checkpoint (stdlib only)."""
     doc = schema.new_document(spec.to_dict(), spec.model, probes.environment())
-    model = Path(spec.model)
-    if model.is_file():
-        doc["model"].update(sha256=modelfile.sha256_of(model), bytes=model.stat().st_size)
     doc["runtime"].update(name=None if spec.runtime == "auto" else spec.runtime, num_threads=spec.threads,
                           xnnpack_requested=spec.xnnpack)
     return doc

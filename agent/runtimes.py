@@ -57,8 +57,12 @@ def distribution_version(spec: RuntimeSpec) -> str | None:
 
 def available() -> list[dict]:
     """Every known runtime with ``name``, ``module``, ``installed`` and ``version`` (no imports)."""
-    return [{"name": spec.name, "module": spec.module, "installed": _installed(spec),
-             "version": distribution_version(spec) if _installed(spec) else None} for spec in RUNTIMES]
+    found = []
+    for spec in RUNTIMES:
+        installed = _installed(spec)
+        found.append({"name": spec.name, "module": spec.module, "installed": installed,
+                      "version": distribution_version(spec) if installed else None})
+    return found
 
 
 def choose(requested: str) -> RuntimeSpec:

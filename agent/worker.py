@@ -68,9 +68,7 @@ def main(job_file: str, result_file: str) -> int:
 
 
 def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
-    model_path = Path(spec.model)
-    if model_path.is_file():  # identify even a file that turns out not to be a model
-        doc["model"].update(sha256=modelfile.sha256_of(model_path), bytes=model_path.stat().st_size)
+    model_path = Path(spec.model)  # (its sha256 and size are added by the runner, once per file)
     if os.environ.get(SKIP_PRECHECK_ENV):
         custom_ops: list = []  # test hook: let the runtime see the file as it is (it may crash)
     else:

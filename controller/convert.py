@@ -46,7 +46,6 @@ from controller.tflite_model import ModelInfo, read_model, read_model_bytes
 
 VARIANTS = mf.VARIANTS
 IO_CHOICES = ("float", "int8", "uint8")
-SOURCE_KINDS = ("saved_model", "keras", "tflite")
 
 #: Called as progress(event, info): ("variant", {"variant", "index", "total"}), ("calibrate", {"done",
 #: "total"}), ("written", {"variant", "bytes"}), ("eval", {"variant"}).

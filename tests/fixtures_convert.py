@@ -25,9 +25,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "build" / "test-convert"
-_SOURCES = ("controller/convert.py", "controller/convert_data.py",
-            "controller/accuracy.py", "controller/manifest.py", "controller/tflite_model.py",
-            "controller/commands/convert.py", "controller/convert_view.py")
+# Every module whose code shapes the cached results (the converter side, the compat check, the CLI's exit
+# codes, and the agent that measures the accuracy rows): an edit to any of them makes a new cache entry.
+_SOURCE_DIRS = ("controller", "agent")
 
 # Runs in a fresh interpreter: train, save, convert through the real CLI. Writes results.json.
 _KERAS_SCRIPT = r"""
@@ -130,8 +130,8 @@ def _source_hash() -> str:
     digest = hashlib.sha256()
     # The scripts as imported (not as on disk now): an edit during a run cannot mislabel a cache entry.
     digest.update((_KERAS_SCRIPT + _QUANT_SCRIPT).encode())
-    for rel in _SOURCES:
-        digest.update((REPO / rel).read_bytes())
+    for path in sorted(p for d in _SOURCE_DIRS for p in (REPO / d).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
