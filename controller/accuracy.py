@@ -10,7 +10,6 @@ below fp32's (default 2) or its mean cosine is below ``min_cosine`` (default 0.9
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from collections.abc import Callable
@@ -178,6 +177,8 @@ def evaluate(manifest: Manifest, thresholds: Thresholds = Thresholds(), runtime:
 
 
 def save(report: AccuracyReport, path: Path) -> Path:
-    """Write the report as JSON (``accuracy.json`` next to the manifest)."""
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    """Write the report as JSON (``accuracy.json`` next to the manifest), atomically."""
+    from controller.store import write_json
+
+    write_json(str(path), report.to_dict())
     return path

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.modelfile import sha256_of
 from controller.errors import DeviceError, InputError
 from controller.fleet import DeviceSession
 from controller.inventory import Device, resolve_python
@@ -164,13 +165,9 @@ def _push_wheels(session: DeviceSession, folder: str, remote_dir: str, machine: 
         raise DeviceError(session.device.name, f"no wheel in {folder} fits {machine} / python "
                           f"{version[0]}.{version[1]}; download them with pip download --platform ...",
                           kind="wheels")
-    pushed = []
-    for name in names:
-        remote = posixpath.join(remote_dir, name)
-        if session.t.exists(remote):
-            continue
-        session.t.put(os.path.join(folder, name), remote + ".part")
-        session.t.rename(remote + ".part", remote)
-        session.status.bytes_pushed += os.path.getsize(os.path.join(folder, name))
-        pushed.append(name)
-    return pushed
+    missing = [n for n in names if not session.t.exists(posixpath.join(remote_dir, n))]
+    # The same path as models and the agent: temp name, sha256 verified on the device, then renamed.
+    if missing:
+        session.push_verified([(os.path.join(folder, n), sha256_of(os.path.join(folder, n)),
+                                posixpath.join(remote_dir, n)) for n in missing])
+    return missing

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,17 +100,10 @@ class Manifest:
 
 def write(manifest: Manifest) -> Path:
     """Write ``manifest.to_dict()`` to ``manifest.path`` atomically (temp file + rename)."""
+    from controller.store import write_json
+
     manifest.path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=str(manifest.path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, manifest.path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(str(manifest.path), manifest.to_dict())
     return manifest.path
 
 

@@ -324,9 +324,6 @@ class SSHTransport(Transport):
             if not stat.S_ISDIR(attrs.st_mode):
                 raise DeviceError(self.device.name, f"{path} exists and is not a directory", kind="workdir")
 
-    def rename(self, src: str, dst: str) -> None:
-        self._sftp_call(f"rename {src} -> {dst}", self._sftp.posix_rename, src, dst)
-
     def home(self) -> str:
         if self._home is None:
             self._home = self._sftp_call("resolving the home directory", self._sftp.normalize, ".")

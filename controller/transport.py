@@ -1,7 +1,7 @@
 """How the controller talks to a device: one interface, two implementations.
 
 :class:`Transport` is the interface the fleet uses: ``run(argv, timeout)`` a command (an argv list, never
-a shell string), ``put`` / ``put_bytes`` / ``get`` files, ``exists``, ``makedirs``, ``rename``, ``home``
+a shell string), ``put`` / ``put_bytes`` / ``get`` files, ``exists``, ``makedirs``, ``home``
 and ``close``. :class:`LocalTransport` is this machine (``transport: local``, subprocess, no shell at
 all); :class:`controller.ssh_transport.SSHTransport` is a device over SSH. A local session has the
 remote session's interface, so one test body runs against both.
@@ -159,10 +159,6 @@ class Transport(abc.ABC):
         """Create the directory ``remote`` and its parents (no error when it exists)."""
 
     @abc.abstractmethod
-    def rename(self, src: str, dst: str) -> None:
-        """Rename ``src`` to ``dst`` on the device, replacing ``dst`` (atomic on one file system)."""
-
-    @abc.abstractmethod
     def home(self) -> str:
         """The login user's home directory on the device (to resolve ``~/`` in workdirs)."""
 
@@ -263,9 +259,6 @@ class LocalTransport(Transport):
 
     def makedirs(self, remote: str) -> None:
         os.makedirs(remote, exist_ok=True)
-
-    def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
 
     def home(self) -> str:
         return os.path.expanduser("~")

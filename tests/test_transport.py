@@ -80,8 +80,7 @@ def test_files_round_trip_with_awkward_names(session, tmp_path):
     payload = os.urandom(70_000)
     local.write_bytes(payload)
     seen = []
-    sent = session.put(str(local), f"{folder}/m o d.part", on_bytes=seen.append)
-    session.rename(f"{folder}/m o d.part", f"{folder}/m o d.tflite")
+    sent = session.put(str(local), f"{folder}/m o d.tflite", on_bytes=seen.append)
     assert sent == len(payload) and seen[-1] == len(payload)
     assert session.exists(f"{folder}/m o d.tflite") and not session.exists(f"{folder}/m o d.part")
     back = tmp_path / "back.bin"
