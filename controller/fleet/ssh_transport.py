@@ -24,7 +24,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from controller.errors import DeviceError, HostKeyError
@@ -199,11 +199,20 @@ class SSHTransport(Transport):
         try:
             self._client = _connect_client(self.device, self.endpoint, sock)
             self._fingerprint = fingerprint(self._client.get_transport().get_remote_server_key())
-            self._sftp = self._client.open_sftp()
-            self._sftp.get_channel().settimeout(self.device.command_timeout)
         except Exception:
             self.close()
             raise
+
+    def _open_files(self) -> None:
+        """Open the SFTP session, on the first file operation only: a run that needs none (the lean
+        path: commands carry files on stdin) does not pay its round trips."""
+        self._transport()
+        try:
+            self._sftp = self._client.open_sftp()
+            self._sftp.get_channel().settimeout(self.device.command_timeout)
+        except Exception as exc:  # paramiko raises SSHException / OSError / EOFError
+            self._files_open = False
+            raise DeviceError(self.device.name, f"cannot open an SFTP session: {exc}", kind="sftp") from exc
 
     def _transport(self):
         if self._client is None:
@@ -220,14 +229,20 @@ class SSHTransport(Transport):
         timeout: float,
         on_line: LineCallback | None = None,
         stdin_open: bool = False,
+        stdin_data: Iterable[bytes] | None = None,
     ) -> CommandResult:
         command = shell_command(argv)
+        self._count()
         start = time.monotonic()
         deadline = start + timeout
+        writer = None
         try:
             channel = self._transport().open_session(timeout=min(timeout, self.device.connect_timeout))
             channel.exec_command(command)
-            if not stdin_open:  # else the remote stdin stays open until the channel closes
+            if stdin_data is not None:
+                writer = threading.Thread(target=_feed, args=(channel, stdin_data, not stdin_open), daemon=True)
+                writer.start()
+            elif not stdin_open:  # else the remote stdin stays open until the channel closes
                 channel.shutdown_write()
         except DeviceError:
             raise
@@ -270,13 +285,20 @@ class SSHTransport(Transport):
             code = channel.recv_exit_status()
         finally:
             channel.close()
+            if writer is not None:
+                writer.join(timeout=10)  # a closed channel ends a blocked send
         return CommandResult(
             list(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")[-TAIL_CHARS:],
             time.monotonic() - start,
         )
 
-    def _sftp_call(self, what: str, func, *args, **kwargs):
+    def _sftp_call(self, what: str, method, *args, **kwargs):
+        """Call the SFTP session's ``method`` (a name, or a function that uses ``self._sftp``), opening
+        the session first when needed: one counted round trip. Raises FileNotFoundError as is,
+        DeviceError for anything else."""
         self._transport()
+        self._file_operation()
+        func = method if callable(method) else getattr(self._sftp, method)
         try:
             return func(*args, **kwargs)
         except FileNotFoundError:
@@ -289,7 +311,7 @@ class SSHTransport(Transport):
 
     def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
         callback = (lambda sent, total: on_bytes(sent)) if on_bytes else None
-        attrs = self._sftp_call(f"upload of {local} to {remote}", self._sftp.put, local, remote,
+        attrs = self._sftp_call(f"upload of {local} to {remote}", "put", local, remote,
                                 callback=callback, confirm=True)
         return attrs.st_size
 
@@ -302,12 +324,12 @@ class SSHTransport(Transport):
         return len(data)
 
     def get(self, remote: str, local: str) -> int:
-        self._sftp_call(f"download of {remote}", self._sftp.get, remote, local)
+        self._sftp_call(f"download of {remote}", "get", remote, local)
         return os.path.getsize(local)
 
     def exists(self, remote: str) -> bool:
         try:
-            self._sftp_call(f"stat of {remote}", self._sftp.stat, remote)
+            self._sftp_call(f"stat of {remote}", "stat", remote)
         except FileNotFoundError:
             return False
         return True
@@ -317,23 +339,36 @@ class SSHTransport(Transport):
         for i in range(2, len(parts) + 1):
             path = "/".join(parts[:i])
             try:
-                attrs = self._sftp_call(f"stat of {path}", self._sftp.stat, path)
+                attrs = self._sftp_call(f"stat of {path}", "stat", path)
             except FileNotFoundError:
-                self._sftp_call(f"mkdir {path}", self._sftp.mkdir, path)
+                self._sftp_call(f"mkdir {path}", "mkdir", path)
                 continue
             if not stat.S_ISDIR(attrs.st_mode):
                 raise DeviceError(self.device.name, f"{path} exists and is not a directory", kind="workdir")
 
     def home(self) -> str:
         if self._home is None:
-            self._home = self._sftp_call("resolving the home directory", self._sftp.normalize, ".")
+            self._home = self._sftp_call("resolving the home directory", "normalize", ".")
         return self._home
 
     def close(self) -> None:
+        self._files_open = False
         for obj in (self._sftp, self._client, self._jump):
             if obj is not None:
                 obj.close()
         self._sftp = self._client = self._jump = None
+
+
+def _feed(channel, chunks: Iterable[bytes], close: bool) -> None:
+    """Send ``chunks`` to the command's stdin, then close its stdin when ``close``. A command that ended
+    (it failed, e.g. its disk is full) or a closed channel ends the sending: the result tells why."""
+    try:
+        for chunk in chunks:
+            channel.sendall(chunk)
+        if close:
+            channel.shutdown_write()
+    except (OSError, EOFError):  # socket.error "Socket is closed" once the command is gone
+        return
 
 
 def _connect_client(device: Device, endpoint: Endpoint, sock):

@@ -15,6 +15,7 @@ command and raises :class:`CommandTimeout`.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shlex
 import shutil
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,10 +100,32 @@ class CommandTimeout(DeviceError):
 
 
 class Transport(abc.ABC):
-    """A session with one device. Open with :meth:`connect`; reuse for all of its work; close."""
+    """A session with one device. Open with :meth:`connect`; reuse for all of its work; close.
+
+    ``round_trips`` counts the exchanges with the device that wait for its answer: one per command
+    (:meth:`run`, whatever it carries on stdin), one per file operation (``put``, ``put_bytes``, ``get``,
+    ``exists``, each directory step of ``makedirs``, ``home``) and one for opening the file session
+    before the first file operation. Both implementations count the same operations, so a test of the
+    protocol's cost runs against either. The SSH handshake (:meth:`connect`) is not counted."""
 
     def __init__(self, device: Device):
         self.device = device
+        self.round_trips = 0
+        self._files_open = False
+
+    def _count(self, n: int = 1) -> None:
+        self.round_trips += n
+
+    def _file_operation(self) -> None:
+        """Count one file operation (and the file session's opening before the first one)."""
+        if not self._files_open:
+            self._files_open = True
+            self._open_files()
+            self._count()
+        self._count()
+
+    def _open_files(self) -> None:
+        """Open the file session (SFTP for SSH); nothing to do locally."""
 
     def __enter__(self) -> Self:
         self.connect()
@@ -128,14 +151,18 @@ class Transport(abc.ABC):
         timeout: float,
         on_line: LineCallback | None = None,
         stdin_open: bool = False,
+        stdin_data: Iterable[bytes] | None = None,
     ) -> CommandResult:
-        """Run ``argv`` on the device and wait at most ``timeout`` seconds.
+        """Run ``argv`` on the device and wait at most ``timeout`` seconds. One round trip.
 
-        ``on_line`` is called with each stdout line as it arrives. ``stdin_open`` keeps the command's
-        standard input open while it runs (closed when the command ends, times out, or this side goes
-        away), so a command that watches it (``agent batch --stop-on-stdin-eof``) stops with its caller.
-        Returns the result whatever the exit code; raises CommandTimeout past the deadline, DeviceError
-        when the link fails.
+        ``on_line`` is called with each stdout line as it arrives. ``stdin_data`` (chunks of bytes) is
+        written to the command's standard input while it runs (files ride along with the command instead
+        of costing their own round trips); a command that stops reading early just ends the writing.
+        ``stdin_open`` keeps the command's standard input open after that while it runs (closed when the
+        command ends, times out, or this side goes away), so a command that watches it
+        (``agent batch --stop-on-stdin-eof``) stops with its caller; without it stdin is closed once the
+        data is written. Returns the result whatever the exit code; raises CommandTimeout past the
+        deadline, DeviceError when the link fails.
         """
 
     @abc.abstractmethod
@@ -188,13 +215,15 @@ class LocalTransport(Transport):
         timeout: float,
         on_line: LineCallback | None = None,
         stdin_open: bool = False,
+        stdin_data: Iterable[bytes] | None = None,
     ) -> CommandResult:
         shell_command(argv)  # the same argument checks as a remote command
+        self._count()
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
                 [str(a) for a in argv],
-                stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin_open or stdin_data is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -205,6 +234,11 @@ class LocalTransport(Transport):
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return CommandResult(list(argv), code, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - start)
         self._running = proc
+        writer = None
+        if stdin_data is not None:
+            writer = threading.Thread(target=_feed, args=(proc.stdin.buffer, stdin_data, not stdin_open),
+                                      daemon=True)
+            writer.start()
         stderr_parts: list = []
         reader = threading.Thread(target=lambda: stderr_parts.append(proc.stderr.read()), daemon=True)
         reader.start()
@@ -228,8 +262,11 @@ class LocalTransport(Transport):
             proc.wait(timeout=10)
         finally:
             timer.cancel()
+            if writer is not None:
+                writer.join(timeout=10)
             if proc.stdin is not None:
-                proc.stdin.close()
+                with contextlib.suppress(OSError, ValueError):  # stopped reading (broken pipe) / closed
+                    proc.stdin.close()
             reader.join(timeout=10)
             self._running = None
         stderr = "".join(stderr_parts)
@@ -239,6 +276,7 @@ class LocalTransport(Transport):
         return CommandResult(list(argv), proc.returncode, "".join(stdout_lines), stderr[-TAIL_CHARS:], seconds)
 
     def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
+        self._file_operation()
         shutil.copyfile(local, remote)
         size = os.path.getsize(remote)
         if on_bytes is not None:
@@ -246,28 +284,56 @@ class LocalTransport(Transport):
         return size
 
     def put_bytes(self, data: bytes, remote: str) -> int:
+        self._file_operation()
         with open(remote, "wb") as fh:
             fh.write(data)
         return len(data)
 
     def get(self, remote: str, local: str) -> int:
+        self._file_operation()
         shutil.copyfile(remote, local)
         return os.path.getsize(local)
 
     def exists(self, remote: str) -> bool:
+        self._file_operation()
         return os.path.exists(remote)
 
     def makedirs(self, remote: str) -> None:
-        os.makedirs(remote, exist_ok=True)
+        # The same steps as over SFTP (a stat per level, a mkdir where one is missing), counted alike.
+        parts = remote.rstrip("/").split("/")
+        for i in range(2, len(parts) + 1):
+            path = "/".join(parts[:i])
+            self._file_operation()
+            if not os.path.exists(path):
+                self._file_operation()
+                os.mkdir(path)
+            elif not os.path.isdir(path):
+                raise DeviceError(self.device.name, f"{path} exists and is not a directory", kind="workdir")
 
     def home(self) -> str:
-        return os.path.expanduser("~")
+        if getattr(self, "_home", None) is None:
+            self._file_operation()
+            self._home = os.path.expanduser("~")
+        return self._home
 
     def close(self) -> None:
         """Stop a command still running (e.g. after Ctrl-C): its process group, by PID."""
         proc = getattr(self, "_running", None)
         if proc is not None and proc.poll() is None:
             _kill_group(proc)
+
+
+def _feed(sink, chunks: Iterable[bytes], close: bool) -> None:
+    """Write ``chunks`` to a command's stdin (``sink``), then close it when ``close``. A command that
+    stopped reading (it failed, e.g. its disk is full) ends the writing: its exit code and stderr say why."""
+    try:
+        for chunk in chunks:
+            sink.write(chunk)
+        sink.flush()
+        if close:
+            sink.close()
+    except (OSError, ValueError):  # broken pipe / closed by the command's end: the result tells why
+        return
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
