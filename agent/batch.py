@@ -1,14 +1,18 @@
 """A batch of jobs on one device: one at a time, each in its own worker, under the device lock.
 
-``python -m agent batch JOBS.json --out DIR`` (see docs/internals.md). Every job's document is written
-to ``DIR/<id>.json`` atomically as soon as the job ends, so an interrupted batch keeps what finished.
-Progress goes to ``emit`` as small dicts (the CLI prints them as JSON lines). Standard library only.
+``python -m agent batch JOBS.json --out DIR`` (see docs/internals.md); ``-`` instead of the file reads
+the job list as the first line of standard input (the controller sends it with the command: no upload
+of its own). Every job's document is written to ``DIR/<id>.json`` atomically as soon as the job ends, so
+an interrupted batch keeps what finished; with ``inline`` the ``done`` event carries it too
+(``"document"``), so the controller needs no download. Progress goes to ``emit`` as small dicts (the CLI
+prints them as JSON lines). Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import re
 import time
@@ -34,13 +38,37 @@ class BatchOptions:
     shuffle_seed: int | None = None  #: shuffle the job order with this seed (None: file order)
     cooldown: float = 0.0  #: seconds to sleep between two jobs
     runner: RunnerOptions = field(default_factory=RunnerOptions)
+    jobs_text: str | None = None  #: the job list itself (read from stdin for ``-``), instead of the file
+    inline: bool = False  #: put each document into its ``done`` event too
 
 
-def load_jobs(path: str) -> list:
-    """The JobSpecs of a job file (a JSON list of objects). Raises UsageError naming the file and the job
-    when the file is unreadable, not a list, holds a bad job, or repeats an id."""
+STDIN = "-"  #: the job-file argument that means "the first line of standard input"
+MAX_JOBS_LINE = 64 << 20  #: bytes: a job list longer than this on stdin is refused
+
+
+def read_jobs_line(fd: int = 0) -> str:
+    """The first line of file descriptor ``fd`` (the job list the controller sends with the command),
+    read with ``os.read`` so nothing after it is buffered away from a later EOF watcher. Raises
+    UsageError when stdin ends before a newline or the line passes MAX_JOBS_LINE."""
+    data = bytearray()
+    while b"\n" not in data:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise UsageError("standard input closed before a whole job list line arrived (job file '-')")
+        data += chunk
+        if len(data) > MAX_JOBS_LINE:
+            raise UsageError(f"the job list on standard input is longer than {MAX_JOBS_LINE} bytes")
+    return bytes(data.split(b"\n", 1)[0]).decode("utf-8", "replace")
+
+
+def load_jobs(path: str, text: str | None = None) -> list:
+    """The JobSpecs of a job file (a JSON list of objects), or of ``text`` when given (``path`` then only
+    names it). Raises UsageError naming the file and the job when the file is unreadable, not a list,
+    holds a bad job, or repeats an id."""
+    if path == STDIN:
+        path = "'-' (standard input)"
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text() if text is None else text)
     except OSError as exc:
         raise UsageError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
@@ -69,7 +97,7 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
     Raises UsageError (bad job file, unwritable out dir) before any job runs, BusyError when the lock
     is not free within ``lock_timeout``. A failing job is a document, never an exception.
     """
-    specs = load_jobs(options.jobs_file)
+    specs = load_jobs(options.jobs_file, options.jobs_text)
     out = Path(options.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -94,5 +122,8 @@ def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict
         path = out / f"{spec.id}.json"
         write_json_atomic(path, doc)
         docs.append(doc)
-        emit({"event": "done", "id": spec.id, "status": doc["status"], "file": str(path), "time": time.time()})
+        event = {"event": "done", "id": spec.id, "status": doc["status"], "file": str(path), "time": time.time()}
+        if options.inline:
+            event["document"] = doc
+        emit(event)
     return docs

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser("batch", help="run a JSON list of jobs under the device lock",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    batch.add_argument("jobs", metavar="JOBS.json")
+    batch.add_argument("jobs", metavar="JOBS.json", help="the job list; - reads it from the first line of "
+                       "standard input")
     batch.add_argument("--out", required=True, metavar="DIR", help="write DIR/<id>.json per job")
     batch.add_argument("--lock", metavar="PATH", help="flock this file while the batch runs")
     batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop (like Ctrl-C) when standard input closes: the controller keeps it open, so "
                        "an SSH session that drops or a controller that gives up stops the batch and frees "
                        "the device lock")
+    batch.add_argument("--inline", action="store_true",
+                       help="also put each result document into its \"done\" event (\"document\")")
 
     return parser
 
@@ -149,17 +152,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from agent.batch import BatchOptions, run_batch
+    from agent.batch import STDIN, BatchOptions, read_jobs_line, run_batch
 
     def emit(event: dict) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
+    jobs_text = read_jobs_line() if args.jobs == STDIN else None  # before the EOF watcher reads stdin
     if args.stop_on_stdin_eof:
         _watch_stdin()
     options = BatchOptions(jobs_file=args.jobs, out_dir=args.out, lock=args.lock,
                            lock_timeout=args.lock_timeout, shuffle_seed=args.shuffle_seed,
-                           cooldown=args.cooldown)
+                           cooldown=args.cooldown, jobs_text=jobs_text, inline=args.inline)
     docs = run_batch(options, emit)
     _BATCH_DONE.set()
     # A job the device cannot run (no_runtime included) is data in its document: 1, never 3, for batch.
