@@ -15,3 +15,12 @@ CHECK_DEADLINE = 60.0  #: seconds: `devices --check`, whole call
 PIP_TIMEOUT = 900.0  #: seconds: `bootstrap`'s pip install on a device
 TOP1_DROP = 2.0  #: drift flag: top-1 points below fp32
 MIN_COSINE = 0.99  #: drift flag: worst output's mean cosine similarity to fp32 below this
+
+
+def cache_folder(*parts: str) -> str:
+    """A folder under this user's edgebench cache: ``$XDG_CACHE_HOME/edgebench/...`` (``~/.cache`` when
+    unset). The ONE place that says where the controller caches things (agent builds, device info)."""
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(root, "edgebench", *parts)

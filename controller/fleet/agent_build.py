@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import agent
+from controller import defaults
 from controller.errors import ToolError
 
 
@@ -25,8 +26,7 @@ def agent_zipapp() -> str:
             digest.update(os.path.relpath(path, package).encode() + b"\0")
             with open(path, "rb") as fh:
                 digest.update(fh.read())
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
-                         "agent-build", digest.hexdigest()[:16])
+    cache = defaults.cache_folder("agent-build", digest.hexdigest()[:16])
     target = os.path.join(cache, "edgebench-agent.pyz")
     if os.path.isfile(target):
         return target

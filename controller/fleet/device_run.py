@@ -1,5 +1,8 @@
-"""All of one device's work in one run, over one transport: connect, agent, ``info``, preflight, push,
-one ``agent batch`` under the device lock, fetch each result as it is done, outputs, accuracy.
+"""All of one device's work in one run, over one transport: connect, probe, preflight, stage (push +
+verify + ``info``, one command), one ``agent batch`` under the device lock with the jobs on its stdin and
+each result document inline in its ``done`` event, outputs, accuracy. Round trips after the handshake
+(``docs/internals.md``, "The lean round trip"): 3 before measuring starts on a first run, 2 when
+nothing needs pushing and the device's info is cached.
 
 Nothing is timed across SSH: the numbers come from the device. A device problem never escapes
 :meth:`DeviceRun.run`: it becomes the device's status (state ``failed`` with reason and kind) and the
@@ -22,6 +25,8 @@ from typing import Any, Callable
 from agent.modelfile import sha256_of
 from controller.errors import DeviceError, InputError
 from controller.fleet.accuracy import score_jobs
+from controller.fleet.device_scripts import provisional_runtime
+from controller.fleet.info_cache import InfoCache, cache_key
 from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
 from controller.fleet.options import RunOptions
@@ -48,6 +53,7 @@ class DeviceRun(DeviceSession):
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
+        self.info_cache = InfoCache()
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -92,24 +98,20 @@ class DeviceRun(DeviceSession):
         clock = _Phases(self.status.phases)
         run_dir = posixpath.join("runs", self.store.run_id)
         with clock("connect"):
-            self.open(subdirs=("models", "data", posixpath.join(run_dir, "results"),
-                               posixpath.join(run_dir, "outputs")))
+            self.connect()
+        with clock("probe"):
+            self.probe(subdirs=(posixpath.join(run_dir, "results"), posixpath.join(run_dir, "outputs")))
         run_dir = posixpath.join(self.workdir, run_dir)
-        self._set(state="preflight", detail="agent")
-        with clock("agent"):
-            self.ensure_agent()
-        with clock("info"):
-            info = self.info(runtime=self.device.runtime)
-        runtime, version = pick_runtime(self.device, info)
+        self._set(state="preflight", detail="")
+        info, runtime, version, verdicts = self._prepare(clock)
         fingerprint = device_fingerprint(info, runtime, version)
         self._set(runtime=runtime, runtime_version=version, agent_version=info.get("agent_version"),
                   fingerprint=fingerprint)
-        with clock("preflight"):
-            indices = self._preflight(runtime, version)
-            runnable = [self.models[i] for i in indices]
-            eval_files = self._eval_files(runnable)
-        with clock("push"):
-            self._push(runnable, eval_files, info)
+        for index, (reason, kind) in sorted(verdicts.items()):
+            if reason is not None:
+                self._skip(index, reason, kind)
+        indices = [i for i, (reason, _) in sorted(verdicts.items()) if reason is None]
+        eval_files = self._eval_files([self.models[i] for i in indices])
         self.jobs = self._make_jobs(indices, runtime, eval_files, run_dir, fingerprint)
         self._set(jobs_total=len(self.jobs) + self.status.jobs_skipped)
         with clock("gate"):
@@ -125,6 +127,55 @@ class DeviceRun(DeviceSession):
                 with clock("accuracy"):
                     self._score()
 
+    def _prepare(self, clock: _Phases) -> tuple[dict, str, str, dict[int, tuple[str | None, str | None]]]:
+        """Everything between the probe and the batch: the device's info (from the controller's cache when
+        its key matches, else ``agent info`` in the same command as the push), the preflight, and one
+        stage of the agent and the missing models. Returns (info, runtime, version, preflight verdicts).
+
+        On a first run the preflight uses the runtime version the probe read from package metadata; when
+        ``info`` then picks another runtime (the first one does not import), the preflight runs again and
+        what it newly needs is staged in one more round trip."""
+        local_agent, agent_sha, remote_agent = self.agent_file()
+        self.agent = remote_agent
+        key = cache_key(self.device, agent_sha, self.device.runtime, self.probed.get("facts") or {})
+        info = self.info_cache.load(key)
+        self._set(info_cached=info is not None)
+        guess = pick_runtime(self.device, info) if info is not None else provisional_runtime(
+            self.device, self.probed.get("facts") or {})
+        pushed: set = set()
+        while True:
+            with clock("preflight"):
+                verdicts = self._preflight(*guess) if guess else {}
+                wanted = self._wanted(verdicts, (local_agent, agent_sha, remote_agent))
+                missing = [f for f in wanted if f[2] not in pushed and not self.present(f[2])]
+            if not missing and info is not None:
+                break
+            self._check_space(missing)
+            self._set(state="pushing" if missing else "preflight", detail=f"{len(missing)} file(s)" if missing
+                      else "info")
+            with clock("stage"):
+                staged = self.stage(missing, info_runtime=self.device.runtime, with_info=info is None)
+            pushed.update(f[2] for f in missing)
+            if info is None:
+                info = staged
+                pick_runtime(self.device, info)  # raises for no usable runtime: nothing to cache
+                self.info_cache.save(key, info)
+            if guess == pick_runtime(self.device, info):
+                break
+            guess = pick_runtime(self.device, info)
+        return info, guess[0], guess[1], verdicts
+
+    def _wanted(self, verdicts: dict[int, tuple[str | None, str | None]],
+                agent: tuple[str, str, str]) -> list[tuple[str, str, str]]:
+        """(local, sha256, remote) of every file the runnable models need on the device, agent first."""
+        wanted: dict[str, tuple[str, str, str]] = {agent[1]: agent}
+        runnable = [self.models[i] for i, (reason, _) in sorted(verdicts.items()) if reason is None]
+        for model in runnable:
+            wanted[model.sha256] = (model.path, model.sha256, self._model_path(model))
+        for local, digest in self._eval_files(runnable).values():
+            wanted[digest] = (local, digest, posixpath.join(self.workdir, "data", f"{digest}.npz"))
+        return list(wanted.values())
+
     def _score(self) -> None:
         """Store the accuracy columns of this device's jobs (:func:`controller.fleet.accuracy.score_jobs`).
         Outputs that cannot be read are logged and said in the device's detail; the measurements stay."""
@@ -138,23 +189,21 @@ class DeviceRun(DeviceSession):
         for job_id, values in columns.items():
             self.store.set_accuracy(self.device.name, job_id, values)
 
-    def _preflight(self, runtime: str, version: str) -> list[int]:
-        """Indices (into ``self.models``) of the models this device's runtime can load; the others'
-        jobs are recorded as skipped with the reason."""
+    def _preflight(self, runtime: str, version: str) -> dict[int, tuple[str | None, str | None]]:
+        """index (into ``self.models``) -> (None, None) for a model this device's runtime can load, else
+        (the reason, its kind) to record it as skipped with."""
         from controller.model import compat
 
-        runnable = []
+        verdicts: dict[int, tuple[str | None, str | None]] = {}
         for index, model in enumerate(self.models):
             try:
                 verdict = compat.check_info(model_info(model.path, model.sha256), runtime, version)
             except InputError as exc:  # not a model / truncated: skip it, run the others
-                self._skip(index, str(exc), "bad_model")
+                verdicts[index] = (str(exc), "bad_model")
                 continue
-            if verdict.ok:
-                runnable.append(index)
-                continue
-            self._skip(index, f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
-        return runnable
+            verdicts[index] = (None, None) if verdict.ok else (
+                f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
+        return verdicts
 
     def _skip(self, index: int, reason: str, kind: str) -> None:
         """Record every job of model ``index`` as skipped with ``reason`` (never pushed, never run)."""
@@ -172,23 +221,17 @@ class DeviceRun(DeviceSession):
                 files[model.name] = (path, sha256_of(path))
         return files
 
-    def _push(self, models: list[ModelRef], eval_files: dict[str, tuple[str, str]], info: dict) -> None:
-        wanted: dict[str, tuple[str, str, str]] = {}
-        for model in models:
-            wanted[model.sha256] = (model.path, model.sha256, self._model_path(model))
-        for local, digest in eval_files.values():
-            wanted[digest] = (local, digest, posixpath.join(self.workdir, "data", f"{digest}.npz"))
-        missing = [f for f in wanted.values() if not self.t.exists(f[2])]
+    def _check_space(self, missing: list[tuple[str, str, str]]) -> None:
+        """Refuse to push what the workdir's free space (read by the probe) cannot hold twice over (a temp
+        copy is verified before its rename). Raises DeviceError kind "disk_full"."""
         if not missing:
             return
         need_kb = sum(os.path.getsize(f[0]) for f in missing) // 1024 + 1
-        free_kb = info.get("disk_free_kb")
+        free_kb = self.probed.get("disk_free_kb")
         if isinstance(free_kb, (int, float)) and free_kb < need_kb * 2:
-            raise DeviceError(self.device.name, f"disk full: {free_kb} KiB free in {self.workdir}, the models "
+            raise DeviceError(self.device.name, f"disk full: {free_kb} KiB free in {self.workdir}, the files "
                               f"need {need_kb} KiB (twice that while verifying); free space or set another "
                               "workdir", kind="disk_full")
-        self._set(state="pushing", detail=f"{len(missing)} file(s)")
-        self.push_verified(missing)
 
     def _model_path(self, model: ModelRef) -> str:
         return posixpath.join(self.workdir, "models", f"{model.sha256}{MODEL_SUFFIX}")
@@ -229,24 +272,25 @@ class DeviceRun(DeviceSession):
         return jobs
 
     def _batch(self, run_dir: str) -> None:
-        jobs_file = posixpath.join(run_dir, "jobs.json")
-        self.t.put_bytes(json.dumps(self.jobs, indent=1).encode(), jobs_file)
+        """One ``agent batch`` with the jobs as the first line of its stdin (held open after it, so a
+        controller that goes away stops the batch) and every document inline in its ``done`` event."""
         lock_timeout = self.options.lock_timeout
         if lock_timeout is None:
             lock_timeout = self.device.lock_timeout
-        argv = [self.agent, "batch", jobs_file, "--out", posixpath.join(run_dir, "results"),
+        argv = [self.agent, "batch", "-", "--out", posixpath.join(run_dir, "results"),
                 "--lock", posixpath.join(self.workdir, "lock"), "--lock-timeout", f"{lock_timeout:g}",
-                "--stop-on-stdin-eof"]
+                "--stop-on-stdin-eof", "--inline"]
         if self.options.shuffle_seed is not None:
             argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
         # Each job is bounded by its own worker deadline on the device; the batch by their sum.
         deadline = lock_timeout + len(self.jobs) * (self.options.job.timeout + 30) + 60
-        self._set(state="running", detail="waiting for the device lock")
+        self._set(state="running", detail="waiting for the device lock",
+                  round_trips_before_measuring=self.t.round_trips + 1)
         start = time.monotonic()
         # stdin stays open while the batch runs: if this controller dies or gives up (Ctrl-C, deadline,
         # dead link), the device sees EOF and stops the batch, freeing its lock.
         result = self.run_python(argv, timeout=deadline, on_line=lambda line: self._on_line(line, run_dir),
-                                 stdin_open=True)
+                                 stdin_open=True, stdin_data=[(json.dumps(self.jobs) + "\n").encode()])
         self.status.batch_seconds = time.monotonic() - start
         if result.exit_code not in (0, 1):  # 1: some job failed, which is data in its document
             raise self.agent_failure("batch", result)
@@ -262,9 +306,13 @@ class DeviceRun(DeviceSession):
         if event.get("event") == "start":
             self._set(detail=f"job {event.get('index', 0) + 1}/{event.get('total', len(self.jobs))}")
         elif event.get("event") == "done" and event.get("id"):
-            self._fetch_result(run_dir, str(event["id"]))
+            if isinstance(event.get("document"), dict):
+                self._save_result(str(event["id"]), event["document"])
+            else:
+                self._fetch_result(run_dir, str(event["id"]))
 
     def _fetch_result(self, run_dir: str, job_id: str) -> None:
+        """Download job ``job_id``'s document (when its ``done`` event did not carry it) and save it."""
         if job_id in self.fetched:
             return
         local = os.path.join(self.store.device_dir("results", self.device.name), f".fetch-{job_id}.json")
@@ -278,6 +326,12 @@ class DeviceRun(DeviceSession):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(local)
+        self._save_result(job_id, doc)
+
+    def _save_result(self, job_id: str, doc: dict[str, Any]) -> None:
+        """Store job ``job_id``'s document (once) and count it."""
+        if job_id in self.fetched:
+            return
         try:
             self.store.save_result(self.device.name, doc)
         except InputError as exc:  # e.g. a newer agent's schema: the device cannot be used as it is

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import posixpath
 import secrets
 from collections.abc import Sequence
@@ -18,29 +17,13 @@ from typing import Any, Callable
 
 from agent.modelfile import sha256_of
 from controller.errors import DeviceError
+from controller.fleet import device_scripts
 from controller.fleet.inventory import Device, resolve_python
 from controller.fleet.transport import CommandResult, Transport, open_transport
 
-# Runs on the device: sha256 each pushed temp file; rename it to its final name only when it matches.
-# argv: (temp, sha256, final)...; prints {"final": "ok" | "mismatch <got>"} as JSON.
-_VERIFY_SCRIPT = """
-import hashlib, json, os, sys
-a = sys.argv[1:]
-out = {}
-for tmp, want, final in zip(a[0::3], a[1::3], a[2::3]):
-    h = hashlib.sha256()
-    with open(tmp, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    if h.hexdigest() == want:
-        os.replace(tmp, final)
-        out[final] = 'ok'
-    else:
-        os.unlink(tmp)
-        out[final] = 'mismatch ' + h.hexdigest()
-print(json.dumps(out))
-"""
-
+#: a staging command may take this long on top of the device's command_timeout per byte pushed
+#: (bytes per second the link must at least carry)
+MIN_PUSH_RATE = 256 * 1024
 
 @dataclass
 class DeviceStatus:
@@ -64,7 +47,10 @@ class DeviceStatus:
     python: str | None = None
     seconds: float = 0.0  #: controller wall time for this device
     batch_seconds: float = 0.0  #: wall time of the device's batch (its own measuring time)
-    phases: dict[str, float] = field(default_factory=dict)  #: seconds per step (connect, agent, info ...)
+    phases: dict[str, float] = field(default_factory=dict)  #: seconds per step (connect, probe, stage ...)
+    round_trips: int = 0  #: exchanges with the device that waited for its answer (after the handshake)
+    round_trips_before_measuring: int | None = None  #: of those, up to and including starting the batch
+    info_cached: bool | None = None  #: whether ``agent info``'s answer came from the controller's cache
 
     @property
     def failed(self) -> bool:
@@ -121,6 +107,7 @@ class DeviceSession:
         self.status = DeviceStatus(device.name)
         self.token = secrets.token_hex(4)  #: names this session's temp files on the device
         self.t: Transport | None = None
+        self.probed: dict[str, Any] = {}  #: the probe's answer
         self.workdir = ""
         self.python = ""
         self.agent = ""
@@ -131,35 +118,71 @@ class DeviceSession:
         self.notify(dataclasses.replace(self.status))
 
     def open(self, subdirs: Sequence[str] = ()) -> None:
-        """Connect, resolve ``~`` in the workdir, create it (and ``subdirs``), pick the python.
+        """Connect, then probe (one round trip): resolve ``~`` in the workdir, create it (and ``agent``,
+        ``models``, ``data`` and ``subdirs``), pick the python, list the cache, read the free space.
         Raises DeviceError / HostKeyError."""
+        self.connect()
+        self.probe(subdirs)
+
+    def connect(self) -> None:
+        """Open the transport (the SSH handshake; no round trip counted). Raises DeviceError / HostKeyError."""
         self._set(state="connecting", detail="")
         self.t = open_transport(self.device)
         self._set(host_key=self.t.host_key_fingerprint)
-        self.workdir = self.t.expand(self.device.workdir).rstrip("/") or "/"
-        for sub in ("agent", *subdirs):
-            self.t.makedirs(posixpath.join(self.workdir, sub))
-        self.resolve_python()
+
+    def probe(self, subdirs: Sequence[str] = ()) -> dict[str, Any]:
+        """Run the probe (:mod:`controller.fleet.device_scripts`) and keep its answer in ``self.probed``.
+        Raises DeviceError kind "python" when no interpreter can run it, "workdir" when the folders
+        cannot be made."""
+        argv, otherwise = device_scripts.probe_argv(self.device, subdirs)
+        self.python = otherwise
+        result = self.run_command(argv)
+        answer = device_scripts.last_json_line(result.stdout) if result.ok else None
+        if answer is None:
+            raise DeviceError(self.device.name, f"the probe failed (exit {result.exit_code}): "
+                              f"{(result.stderr or result.stdout).strip()[-500:] or 'it printed nothing'}",
+                              kind="probe")
+        self.workdir, self.python = answer["workdir"], answer["python"]
+        self._set(python=self.python)
+        if answer.get("error"):
+            raise DeviceError(self.device.name, f"{answer['error']['message']}; fix the workdir's permissions "
+                              "or set another `workdir:`", kind=answer["error"]["kind"])
+        self.probed = answer
+        return answer
+
+    def present(self, remote: str) -> bool:
+        """Whether ``remote`` (a file directly in a cache folder) was on the device at the probe."""
+        folder, name = posixpath.split(remote)
+        sub = posixpath.relpath(folder, self.workdir)
+        listed = (self.probed.get("present") or {}).get(sub)
+        return name in listed if listed is not None else self.t.exists(remote)
 
     def resolve_python(self) -> str:
-        """Apply :func:`controller.fleet.inventory.resolve_python`, seeing whether bootstrap made a venv here."""
+        """Apply :func:`controller.fleet.inventory.resolve_python`, seeing whether bootstrap made a venv here
+        (bootstrap, after it made the venv; a run learns it from the probe)."""
         venv = self.venv_python()
         self.python = resolve_python(self.device, venv_python=venv if self.t.exists(venv) else None)
         self._set(python=self.python)
         return self.python
 
     def venv_python(self) -> str:
-        return posixpath.join(self.workdir, "venv", "bin", "python")
+        return posixpath.join(self.workdir, device_scripts.VENV_PYTHON)
 
     def close(self) -> None:
         if self.t is not None:
+            self.status.round_trips = self.t.round_trips
             self.t.close()
 
     def run_python(self, argv: list[str], timeout: float | None = None, **kw: Any) -> CommandResult:
         """Run ``python argv...`` on the device (deadline: ``timeout``, default the device's
         ``command_timeout``); a missing interpreter is a DeviceError kind "python"."""
+        return self.run_command([self.python, *argv], timeout, **kw)
+
+    def run_command(self, argv: list[str], timeout: float | None = None, **kw: Any) -> CommandResult:
+        """Run ``argv`` (which runs ``self.python``: directly, or the probe's shell line that execs it) as
+        :meth:`run_python` does."""
         timeout = self.device.command_timeout if timeout is None else timeout
-        result = self.t.run([self.python, *argv], timeout=timeout, **kw)
+        result = self.t.run(argv, timeout=timeout, **kw)
         if result.exit_code in (126, 127):
             raise DeviceError(self.device.name, f"python {self.python!r} cannot be run on the device "
                               f"({result.stderr.strip()[-300:]}); install python3, set `python:` in the "
@@ -167,39 +190,65 @@ class DeviceSession:
                               kind="python")
         return result
 
-    def ensure_agent(self) -> str:
-        """Push the agent zipapp unless this version (and content) is already on the device; return its
-        remote path."""
+    def agent_file(self) -> tuple[str, str, str]:
+        """(local zipapp, its sha256, its path on the device): the name carries version and content."""
         from agent import __version__
 
         digest = sha256_of(self.agent_pyz)
         remote = posixpath.join(self.workdir, "agent", f"edgebench-agent-{__version__}-{digest[:8]}.pyz")
-        if not self.t.exists(remote):
+        return self.agent_pyz, digest, remote
+
+    def ensure_agent(self) -> str:
+        """Push the agent zipapp unless this version (and content) is already on the device; return its
+        remote path."""
+        local, digest, remote = self.agent_file()
+        if not self.present(remote):
             self._set(state="pushing", detail="agent")
-            self.push_verified([(self.agent_pyz, digest, remote)])
+            self.push_verified([(local, digest, remote)])
         self.agent = remote
         return remote
 
     def push_verified(self, files: list[tuple[str, str, str]]) -> None:
-        """Push (local, sha256, remote) files to temp names, verify on the device, rename into place.
-        Raises DeviceError kind "push" on a mismatch, "disk_full" when the device's disk is full."""
-        args: list[str] = []
-        for local, digest, remote in files:
-            tmp = f"{remote}.part-{self.token}"
-            base = self.status.bytes_pushed
-            self.t.put(local, tmp, on_bytes=lambda n, base=base: self._set(bytes_pushed=base + n))
-            self._set(bytes_pushed=base + os.path.getsize(local))
-            args += [tmp, digest, remote]
-        result = self.run_python(["-c", _VERIFY_SCRIPT, *args])
-        if not result.ok:
+        """Push (local, sha256, remote) files to temp names, verify on the device, rename into place - one
+        round trip (:meth:`stage`). Raises DeviceError kind "push" on a mismatch, "disk_full" when the
+        device's disk is full."""
+        self.stage(files)
+
+    def stage(self, files: list[tuple[str, str, str]], info_runtime: str | None = None,
+              with_info: bool = False) -> dict[str, Any] | None:
+        """One round trip: push ``files`` (local, sha256, remote) on the command's stdin, each verified on
+        the device before it gets its final name; then, ``with_info``, ``agent info`` (as :meth:`info`
+        with ``info_runtime``) and return its answer. Raises DeviceError kind "push" (mismatch, upload
+        cut), "disk_full", or :meth:`agent_failure`'s for a failing info."""
+        parts = [(local, digest, f"{remote}.part-{self.token}", remote) for local, digest, remote in files]
+        base = self.status.bytes_pushed
+        chunks, total = device_scripts.stage_input(parts, self._info_argv(info_runtime) if with_info else None,
+                                                   lambda n: self._set(bytes_pushed=base + n))
+        timeout = self.device.command_timeout + total / MIN_PUSH_RATE
+        result = self.run_python(["-c", device_scripts.STAGE_PY], timeout=timeout, stdin_data=chunks)
+        answer = device_scripts.last_json_line(result.stdout) if result.ok else None
+        if answer is None:
             disk = "No space" in result.stderr
-            raise DeviceError(self.device.name, f"verifying pushed files failed: {result.stderr.strip()[-500:]}",
+            raise DeviceError(self.device.name, f"pushing and verifying files failed (exit {result.exit_code}): "
+                              f"{(result.stderr or result.stdout).strip()[-500:]}",
                               kind="disk_full" if disk else "push")
-        verdicts = json.loads(result.stdout.strip().splitlines()[-1])
-        bad = {k: v for k, v in verdicts.items() if v != "ok"}
+        error = answer.get("error")
+        if error and error.get("kind") == "disk_full":
+            raise DeviceError(self.device.name, f"disk full: {error['message']}; free space in {self.workdir} "
+                              "or set another workdir", kind="disk_full")
+        if error:
+            raise DeviceError(self.device.name, f"pushing files failed: {error['message']}", kind="push")
+        bad = {k: v for k, v in (answer.get("files") or {}).items() if v != "ok"}
         if bad:
             raise DeviceError(self.device.name, f"sha256 mismatch after upload (corrupted in transit or on "
                               f"the device's disk): {bad}", kind="push")
+        self._set(bytes_pushed=base + total)
+        if not with_info:
+            return None
+        info = answer.get("info") or {}
+        argv = [self.python, *self._info_argv(info_runtime)]
+        return self._parse_info(CommandResult(argv, int(info.get("exit_code", 70)), info.get("stdout", ""),
+                                              info.get("stderr", ""), result.seconds))
 
     def agent_failure(self, command: str, result: CommandResult) -> DeviceError:
         """The error for an ``agent COMMAND`` that exited non-zero: the agent's own reason (its stderr, or
@@ -233,14 +282,18 @@ class DeviceSession:
                                f"{self.workdir} or set another workdir", kind="disk_full")
         return DeviceError(name, f"`agent {command}` failed (exit {code}): {said}", kind="agent")
 
+    def _info_argv(self, runtime: str | None) -> list[str]:
+        argv = [self.agent or self.agent_file()[2], "info", "--json", "--workdir", self.workdir]
+        return argv + ["--runtime", runtime] if runtime is not None else argv
+
     def info(self, runtime: str | None = None) -> dict[str, Any]:
         """``agent info --json`` on the device. ``runtime`` ("auto" or a name) import-checks only the
         runtime jobs would use (a run); None checks every installed one (``devices --check``).
         Raises DeviceError kind "agent" when it fails."""
-        argv = [self.agent, "info", "--json", "--workdir", self.workdir]
-        if runtime is not None:
-            argv += ["--runtime", runtime]
-        result = self.run_python(argv)
+        return self._parse_info(self.run_python(self._info_argv(runtime)))
+
+    def _parse_info(self, result: CommandResult) -> dict[str, Any]:
+        """The info document from an ``agent info --json`` result; :meth:`agent_failure` when it failed."""
         if not result.ok:
             raise self.agent_failure("info", result)
         try:

@@ -1,0 +1,190 @@
+"""The two small stdlib scripts that prepare a device in as few round trips as the protocol allows.
+
+* **probe** (one command): a fixed ``sh -c`` line resolves ``~`` in the workdir, picks the python
+  (:func:`controller.fleet.inventory.resolve_python` decides the order; the shell only answers its "when
+  the venv exists there") and ``exec``\\ s it on the probe script, which creates the workdir's folders and
+  prints one JSON line: the workdir, the python, the files already in the content-addressed cache
+  (``agent/``, ``models/``, ``data/``), the free space, and the facts that key the controller's info
+  cache (python, kernel, runtime versions from package metadata - nothing is imported).
+* **stage** (one command): the files to push ride on the command's stdin (a JSON header line, then
+  their bytes); each goes to a temp name, is sha256-checked and renamed to its final name only when it
+  matches; then, when asked, the script runs ``agent info`` with the same python and prints one JSON
+  line with the verdicts and the info output.
+
+Both scripts are constants: every value reaches them as an argument or on stdin, never as code (the
+command line is still built by :func:`controller.fleet.transport.shell_command`). Where the device
+computes a number the agent also computes (free disk space, a runtime's installed version), the script
+carries the agent's own function's source, so it is the same code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
+
+from agent import probes, runtimes
+from controller.fleet.inventory import Device, resolve_python
+
+#: where ``edgebench bootstrap`` puts the venv's python, relative to the workdir
+VENV_PYTHON = "venv/bin/python"
+#: the cache folders whose file names the probe lists
+CACHE_FOLDERS = ("agent", "models", "data")
+CHUNK = 1 << 20  #: bytes per stdin write while staging
+
+# $1 workdir as written in the inventory, $2 the venv python (relative to it) when the rule prefers it
+# else "", $3 the python otherwise, $4 the probe script, $5 its request (JSON).
+PROBE_SH = (
+    'w=$1; case $w in "~") w=$HOME ;; "~/"*) w=$HOME/${w#??} ;; esac; '
+    'py=$3; if [ -n "$2" ] && [ -e "$w/$2" ]; then py=$w/$2; fi; '
+    'exec "$py" -c "$4" "$py" "$w" "$5"'
+)
+
+_PROBE_BODY = """
+import json, os, platform, sys, types
+py, w, req = sys.argv[1], sys.argv[2].rstrip('/') or '/', json.loads(sys.argv[3])
+out = {'python': py, 'workdir': w, 'error': None, 'present': {}}
+try:
+    for sub in req['dirs']:
+        os.makedirs(os.path.join(w, sub), exist_ok=True)
+except OSError as exc:
+    where = exc.filename or w
+    why = 'exists and is not a directory' if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+    out['error'] = {'kind': 'workdir', 'message': 'cannot create the workdir folder %s: %s' % (where, why)}
+    print(json.dumps(out))
+    sys.exit(0)
+for sub in req['list']:
+    try:
+        out['present'][sub] = sorted(n for n in os.listdir(os.path.join(w, sub)) if '.part-' not in n)
+    except OSError:
+        out['present'][sub] = []
+out['disk_free_kb'] = disk_free_kb(w)
+found = {}
+for name, module, dists in req['runtimes']:
+    spec = types.SimpleNamespace(name=name, module=module, distributions=tuple(dists))
+    found[name] = distribution_version(spec) if _installed(spec) else None
+try:
+    from importlib import metadata
+    numpy_version = metadata.version('numpy')
+except Exception:
+    numpy_version = None
+out['facts'] = {'executable': sys.executable, 'python_version': platform.python_version(),
+                'uname': list(os.uname()), 'cpu_count': os.cpu_count(), 'runtimes': found,
+                'numpy_version': numpy_version}
+print(json.dumps(out))
+"""
+
+#: the probe: the agent's own disk_free_kb / _installed / distribution_version, then the body above
+PROBE_PY = "\n".join([
+    "from __future__ import annotations",
+    "import importlib, importlib.util, os",
+    inspect.getsource(probes.disk_free_kb),
+    inspect.getsource(runtimes._installed),
+    inspect.getsource(runtimes.distribution_version),
+    _PROBE_BODY,
+])
+
+STAGE_PY = """
+import hashlib, json, os, subprocess, sys
+inp = sys.stdin.buffer
+head = json.loads(inp.readline())
+out = {'files': {}, 'error': None, 'info': None}
+
+def stop(kind, message):
+    out['error'] = {'kind': kind, 'message': message}
+    print(json.dumps(out))
+    sys.exit(0)
+
+for tmp, want, final, size in head['files']:
+    h, left = hashlib.sha256(), size
+    try:
+        with open(tmp, 'wb') as f:
+            while left:
+                block = inp.read(min(left, 1 << 20))
+                if not block:
+                    raise EOFError
+                f.write(block)
+                h.update(block)
+                left -= len(block)
+    except (OSError, EOFError) as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, EOFError):
+            stop('push', 'the upload of %s ended after %d of %d bytes' % (final, size - left, size))
+        kind = 'disk_full' if exc.errno == 28 else 'push'
+        stop(kind, 'writing %s failed: %s' % (tmp, exc.strerror or exc))
+    if h.hexdigest() == want:
+        os.replace(tmp, final)
+        out['files'][final] = 'ok'
+    else:
+        os.unlink(tmp)
+        out['files'][final] = 'mismatch ' + h.hexdigest()
+if head['info']:
+    proc = subprocess.run([sys.executable] + head['info'], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    out['info'] = {'exit_code': proc.returncode, 'stdout': proc.stdout.decode('utf-8', 'replace'),
+                   'stderr': proc.stderr.decode('utf-8', 'replace')[-4000:]}
+print(json.dumps(out))
+"""
+
+
+def probe_argv(device: Device, subdirs: Sequence[str]) -> tuple[list[str], str]:
+    """The probe command for ``device`` (creating ``agent`` and ``subdirs`` under its workdir) and the
+    python it runs when the venv is absent (named in a "cannot be run" error). The order of the
+    interpreters is :func:`resolve_python`'s: the venv goes first exactly when that rule prefers it."""
+    marker = "\0venv"
+    venv_first = resolve_python(device, venv_python=marker) == marker
+    otherwise = resolve_python(device)
+    request = {"dirs": ["agent", *CACHE_FOLDERS[1:], *subdirs], "list": list(CACHE_FOLDERS),
+               "runtimes": [[s.name, s.module, list(s.distributions)] for s in runtimes.RUNTIMES]}
+    argv = ["sh", "-c", PROBE_SH, "edgebench-probe", device.workdir, VENV_PYTHON if venv_first else "",
+            otherwise, PROBE_PY, json.dumps(request)]
+    return argv, otherwise
+
+
+def stage_input(files: Sequence[tuple[str, str, str, str]], info_argv: list[str] | None,
+                on_bytes: Callable[[int], None]) -> tuple[Iterator[bytes], int]:
+    """stdin for the stage script: the header line, then each (local, sha256, temp, final) file's
+    bytes; and the total bytes of the files. ``on_bytes`` is told the bytes sent so far."""
+    sizes = [os.path.getsize(f[0]) for f in files]
+    head = {"files": [[tmp, digest, final, size] for (_, digest, tmp, final), size in zip(files, sizes)],
+            "info": info_argv}
+
+    def chunks() -> Iterator[bytes]:
+        yield (json.dumps(head) + "\n").encode()
+        sent = 0
+        for local, *_ in files:
+            with open(local, "rb") as fh:
+                for block in iter(lambda: fh.read(CHUNK), b""):
+                    yield block
+                    sent += len(block)
+                    on_bytes(sent)
+
+    return chunks(), sum(sizes)
+
+
+def last_json_line(stdout: str) -> dict[str, Any] | None:
+    """The JSON object on the last non-empty line of ``stdout``, or None when there is none."""
+    lines = [line for line in stdout.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        value = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def provisional_runtime(device: Device, facts: dict[str, Any]) -> tuple[str, str] | None:
+    """(name, version) of the runtime a run will most likely use, from the probe's package metadata
+    (nothing imported): the device's ``runtime`` key, else the first installed in discovery order.
+    ``agent info`` has the last word (it import-checks); None when no runtime is installed."""
+    found = facts.get("runtimes") or {}
+    for spec in runtimes.RUNTIMES:
+        if device.runtime in ("auto", spec.name) and found.get(spec.name):
+            return spec.name, str(found[spec.name])
+    return None
