@@ -118,7 +118,7 @@ def bootstrap_devices(devices: Sequence[Device], agent_pyz: str, options: Bootst
 
 def _bootstrap(session: DeviceSession, options: BootstrapOptions, report: BootstrapReport) -> None:
     device = session.device
-    session.open(subdirs=("wheels",))
+    session.open(subdirs=("wheels",), use_venv=False)  # a venv there may be broken: bootstrap repairs it
     t = session.t
     venv_python = session.venv_python()
     session.python = resolve_python(device)  # the device's own python makes the venv, not an earlier venv
@@ -162,8 +162,7 @@ def _bootstrap(session: DeviceSession, options: BootstrapOptions, report: Bootst
     report.steps.append(f"installed {' '.join(packages)}")
     # From now on the device runs the agent with the venv (unless its entry names a python).
     session.resolve_python()
-    session.ensure_agent()
-    info = session.info()
+    info = session.agent_info()
     found = [r for r in info.get("runtimes") or [] if r.get("name") == runtime and r.get("ok")]
     if not found:
         raise DeviceError(device.name, f"{runtime} was installed but the agent cannot import it with "

@@ -1,5 +1,5 @@
-"""``devices --check``: contact each device (push the agent if absent, run ``agent info``) and report
-its facts or the reason it cannot be used."""
+"""``devices --check``: contact each device (probe; push the agent if absent and run ``agent info``, one
+command) and report its facts or the reason it cannot be used. Two round trips after the handshake."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ def check_device(device: Device, agent_pyz: str) -> dict[str, Any]:
     session = DeviceSession(device, agent_pyz)
     try:
         session.open()
-        session.ensure_agent()
-        info = session.info()
+        info = session.agent_info()
     finally:
         session.close()
     env = info.get("env") or {}

@@ -132,12 +132,13 @@ print(json.dumps(out))
 """
 
 
-def probe_argv(device: Device, subdirs: Sequence[str]) -> tuple[list[str], str]:
+def probe_argv(device: Device, subdirs: Sequence[str], use_venv: bool = True) -> tuple[list[str], str]:
     """The probe command for ``device`` (creating ``agent`` and ``subdirs`` under its workdir) and the
     python it runs when the venv is absent (named in a "cannot be run" error). The order of the
-    interpreters is :func:`resolve_python`'s: the venv goes first exactly when that rule prefers it."""
+    interpreters is :func:`resolve_python`'s: the venv goes first exactly when that rule prefers it (and
+    ``use_venv``)."""
     marker = "\0venv"
-    venv_first = resolve_python(device, venv_python=marker) == marker
+    venv_first = use_venv and resolve_python(device, venv_python=marker) == marker
     otherwise = resolve_python(device)
     request = {"dirs": ["agent", *CACHE_FOLDERS[1:], *subdirs], "list": list(CACHE_FOLDERS),
                "runtimes": [[s.name, s.module, list(s.distributions)] for s in runtimes.RUNTIMES]}

@@ -117,12 +117,13 @@ class DeviceSession:
             setattr(self.status, key, value)
         self.notify(dataclasses.replace(self.status))
 
-    def open(self, subdirs: Sequence[str] = ()) -> None:
+    def open(self, subdirs: Sequence[str] = (), use_venv: bool = True) -> None:
         """Connect, then probe (one round trip): resolve ``~`` in the workdir, create it (and ``agent``,
         ``models``, ``data`` and ``subdirs``), pick the python, list the cache, read the free space.
-        Raises DeviceError / HostKeyError."""
+        ``use_venv=False`` probes with the device's own python even where bootstrap made a venv (bootstrap
+        itself, which may be there to repair it). Raises DeviceError / HostKeyError."""
         self.connect()
-        self.probe(subdirs)
+        self.probe(subdirs, use_venv)
 
     def connect(self) -> None:
         """Open the transport (the SSH handshake; no round trip counted). Raises DeviceError / HostKeyError."""
@@ -130,11 +131,11 @@ class DeviceSession:
         self.t = open_transport(self.device)
         self._set(host_key=self.t.host_key_fingerprint)
 
-    def probe(self, subdirs: Sequence[str] = ()) -> dict[str, Any]:
+    def probe(self, subdirs: Sequence[str] = (), use_venv: bool = True) -> dict[str, Any]:
         """Run the probe (:mod:`controller.fleet.device_scripts`) and keep its answer in ``self.probed``.
         Raises DeviceError kind "python" when no interpreter can run it, "workdir" when the folders
         cannot be made."""
-        argv, otherwise = device_scripts.probe_argv(self.device, subdirs)
+        argv, otherwise = device_scripts.probe_argv(self.device, subdirs, use_venv)
         self.python = otherwise
         result = self.run_command(argv)
         answer = device_scripts.last_json_line(result.stdout) if result.ok else None
@@ -207,6 +208,15 @@ class DeviceSession:
             self.push_verified([(local, digest, remote)])
         self.agent = remote
         return remote
+
+    def agent_info(self, runtime: str | None = None) -> dict[str, Any]:
+        """:meth:`ensure_agent` and :meth:`info` in one round trip (the agent rides along when absent)."""
+        local, digest, remote = self.agent_file()
+        self.agent = remote
+        missing = [] if self.present(remote) else [(local, digest, remote)]
+        if missing:
+            self._set(state="pushing", detail="agent")
+        return self.stage(missing, info_runtime=runtime, with_info=True)
 
     def push_verified(self, files: list[tuple[str, str, str]]) -> None:
         """Push (local, sha256, remote) files to temp names, verify on the device, rename into place - one
