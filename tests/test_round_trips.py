@@ -96,6 +96,7 @@ def test_a_first_run_takes_3_round_trips_a_cached_run_2(where, ssh_fleet, test_m
     assert code == 0, status["reason"]
     assert counts(status) == (2, 2, True)  # probe (info from the cache, all files there); batch
     assert status["bytes_pushed"] == 0
+    assert 0 < status["measuring_seconds"] <= status["batch_seconds"] < status["seconds"]
     assert status["runtime"] == device_of(first)["runtime"] == "ai-edge-litert"
     rows = {r["device"]: r for r in second["results"]}
     assert rows[status["name"]]["status"] == "ok" and rows[status["name"]]["p50_ms"] > 0 and rows[status["name"]]["count"] >= 3

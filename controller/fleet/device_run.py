@@ -54,6 +54,7 @@ class DeviceRun(DeviceSession):
         self.gate: StartGate | None = None
         self._gate_passed = False
         self.info_cache = InfoCache()
+        self._first_start: float | None = None  #: device clock: when the batch's first job started
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -303,6 +304,12 @@ class DeviceRun(DeviceSession):
             return
         if not isinstance(event, dict):
             return
+        stamp = event.get("time")  # the device's clock: only differences of it are used
+        if isinstance(stamp, (int, float)):
+            if event.get("event") == "start" and self._first_start is None:
+                self._first_start = stamp
+            elif event.get("event") == "done" and self._first_start is not None:
+                self.status.measuring_seconds = round(stamp - self._first_start, 3)
         if event.get("event") == "start":
             self._set(detail=f"job {event.get('index', 0) + 1}/{event.get('total', len(self.jobs))}")
         elif event.get("event") == "done" and event.get("id"):

@@ -46,7 +46,9 @@ class DeviceStatus:
     agent_version: str | None = None
     python: str | None = None
     seconds: float = 0.0  #: controller wall time for this device
-    batch_seconds: float = 0.0  #: wall time of the device's batch (its own measuring time)
+    batch_seconds: float = 0.0  #: wall time of the device's batch command, as the controller saw it
+    #: the device's own measuring time: its first job's start to its last job's end (device clock)
+    measuring_seconds: float | None = None
     phases: dict[str, float] = field(default_factory=dict)  #: seconds per step (connect, probe, stage ...)
     round_trips: int = 0  #: exchanges with the device that waited for its answer (after the handshake)
     round_trips_before_measuring: int | None = None  #: of those, up to and including starting the batch
