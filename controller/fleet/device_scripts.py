@@ -5,7 +5,8 @@
   the venv exists there") and ``exec``\\ s it on the probe script, which creates the workdir's folders and
   prints one JSON line: the workdir, the python, the files already in the content-addressed cache
   (``agent/``, ``models/``, ``data/``), the free space, and the facts that key the controller's info
-  cache (python, kernel, runtime versions from package metadata - nothing is imported).
+  cache (python, kernel, installed runtime and numpy versions read from the ``name-version.dist-info``
+  folder names - nothing is imported, not even ``importlib.metadata``, which alone costs ~0.2 s).
 * **stage** (one command): the files to push ride on the command's stdin (a JSON header line, then
   their bytes); each goes to a temp name, is sha256-checked and renamed to its final name only when it
   matches; then, when asked, the script runs ``agent info`` with the same python and prints one JSON
@@ -13,8 +14,10 @@
 
 Both scripts are constants: every value reaches them as an argument or on stdin, never as code (the
 command line is still built by :func:`controller.fleet.transport.shell_command`). Where the device
-computes a number the agent also computes (free disk space, a runtime's installed version), the script
-carries the agent's own function's source, so it is the same code.
+computes what the agent also computes (free disk space, whether a runtime is installed), the script
+carries the agent's own function's source, so it is the same code. The versions it reads are a guess
+and a cache key only: ``agent info`` (the agent's package-metadata reading and import check) has the
+last word.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ PROBE_SH = (
 )
 
 _PROBE_BODY = """
-import json, os, platform, sys, types
+import json, os, sys, types
 py, w, req = sys.argv[1], sys.argv[2].rstrip('/') or '/', json.loads(sys.argv[3])
 out = {'python': py, 'workdir': w, 'error': None, 'present': {}}
 try:
@@ -61,28 +64,42 @@ for sub in req['list']:
     except OSError:
         out['present'][sub] = []
 out['disk_free_kb'] = disk_free_kb(w)
+# Installed versions from the metadata folders pip writes (name-version.dist-info), first on sys.path
+# first: importing importlib.metadata alone costs ~0.2 s (email, zipfile, csv ...) on a small board.
+dists = {}
+for entry in sys.path:
+    try:
+        listing = os.listdir(entry or '.')
+    except OSError:
+        continue
+    for item in listing:
+        stem, dot, kind = item.rpartition('.')
+        if kind in ('dist-info', 'egg-info') and '-' in stem:
+            name, version = stem.split('-')[:2]
+            dists.setdefault(name.lower().replace('-', '_').replace('.', '_'), version)
+
+def version_of(names):
+    for n in names:
+        if n.lower().replace('-', '_').replace('.', '_') in dists:
+            return dists[n.lower().replace('-', '_').replace('.', '_')]
+    return None
+
 found = {}
-for name, module, dists in req['runtimes']:
-    spec = types.SimpleNamespace(name=name, module=module, distributions=tuple(dists))
-    found[name] = distribution_version(spec) if _installed(spec) else None
-try:
-    from importlib import metadata
-    numpy_version = metadata.version('numpy')
-except Exception:
-    numpy_version = None
-out['facts'] = {'executable': sys.executable, 'python_version': platform.python_version(),
+for name, module, names in req['runtimes']:
+    spec = types.SimpleNamespace(name=name, module=module, distributions=tuple(names))
+    found[name] = version_of(names) if _installed(spec) else None
+out['facts'] = {'executable': sys.executable, 'python_version': '%d.%d.%d' % sys.version_info[:3],
                 'uname': list(os.uname()), 'cpu_count': os.cpu_count(), 'runtimes': found,
-                'numpy_version': numpy_version}
+                'numpy_version': version_of(['numpy'])}
 print(json.dumps(out))
 """
 
-#: the probe: the agent's own disk_free_kb / _installed / distribution_version, then the body above
+#: the probe: the agent's own disk_free_kb and _installed (find_spec), then the body above
 PROBE_PY = "\n".join([
     "from __future__ import annotations",
     "import importlib, importlib.util, os",
     inspect.getsource(probes.disk_free_kb),
     inspect.getsource(runtimes._installed),
-    inspect.getsource(runtimes.distribution_version),
     _PROBE_BODY,
 ])
 
