@@ -1,5 +1,6 @@
 """A device that can be made slower on purpose, for the nightly tests: a ``python`` wrapper for the device
-whose ``sitecustomize`` makes every ``Interpreter.invoke`` of ai-edge-litert busy-wait ``delay_ms`` longer.
+whose ``sitecustomize`` makes every ``Interpreter.invoke`` of ai-edge-litert busy-wait ``delay_ms`` after the
+real inference.
 
 Everything edgebench does stays real (agent, workers, runtime, model); only the board's speed is turned
 down, the way a background daemon or a lower clock would. The control file (JSON) says how:
@@ -50,8 +51,8 @@ class _SlowInvoke(importlib.abc.MetaPathFinder):
                     workers = control.get("workers")
                     slow = workers is None or started <= workers
                     decided.append(control.get("delay_ms", 0.0) / 1000.0 if slow else 0.0)
-                end = time.perf_counter() + decided[0]
                 result = invoke(self, *args, **kwargs)
+                end = time.perf_counter() + decided[0]  # added to the real inference time
                 while time.perf_counter() < end:
                     pass
                 return result

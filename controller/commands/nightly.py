@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Runs without a terminal (cron, systemd): log lines to --log-file (and to stderr when it is not a "
         "terminal); one nightly at a time per reports folder (a lock the kernel frees when a nightly dies).",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL", help=".tflite file or folder with manifest.json "
+    p.add_argument("models", nargs="*", default=[], metavar="MODEL", help=".tflite file or folder with manifest.json "
                    "(or `models:` in --config)")
     add_run_options(p)
     add_limit_arguments(p)
