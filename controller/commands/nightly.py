@@ -115,16 +115,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _nightly(args: argparse.Namespace, limits) -> int:
-    import json
     import logging
-    import os
-    import sys
 
     from controller.commands import run as run_command
-    from controller.errors import ExitCode
-    from controller.history import nightly
-    from controller.history.nightly_runs import nightly_history, nightly_runs, open_history_index, utc
-    from controller.store import load_run_info
+    from controller.history.nightly_runs import open_history_index
 
     log = logging.getLogger("controller.nightly")
     plan = run_command.prepare(args)
@@ -135,9 +129,32 @@ def _nightly(args: argparse.Namespace, limits) -> int:
     store.save_run_info(exit_code=run_code)
     for name, status in result.failed.items():
         log.warning("device %s failed (%s): %s", name, status.kind, status.reason)
-    index = open_history_index(args.out)
+    index = open_history_index(args.out, getattr(args, "store", None))
+    try:
+        return _judge(args, limits, plan, store, run_code, index)
+    finally:
+        if index is not None:
+            index.close()
+
+
+def _judge(args: argparse.Namespace, limits, plan, store, run_code: int, index) -> int:
+    import json
+    import logging
+    import os
+    import sys
+
+    from controller.errors import EdgebenchError, ExitCode
+    from controller.history import nightly
+    from controller.history.nightly_runs import nightly_history, nightly_runs, utc
+    from controller.store import load_run_info
+
+    log = logging.getLogger("controller.nightly")
     if index is not None:
-        index.add_run(store.root, kind="nightly")
+        try:
+            index.add_run(store.root, kind="nightly")
+        except EdgebenchError as exc:  # the run folder is complete; `edgebench history --rebuild` adds it
+            log.warning("nightly %s not added to the history index (%s); reading run folders", store.run_id, exc)
+            index = None
     if run_code == ExitCode.NO_DEVICE:
         log.error("nightly %s: no device reachable; nothing to compare", store.run_id)
         return run_code
@@ -152,7 +169,7 @@ def _nightly(args: argparse.Namespace, limits) -> int:
     store.save_run_info(exit_code=code, nightly={"baseline": outcome.last_comparable,
                                                  "confirmed_regressions": len(outcome.confirmed_regressions),
                                                  "remeasure_dir": outcome.remeasure_dir})
-    paths += _report(store.root, outcome.last_comparable, args.out)
+    paths += _report(store.root, outcome.last_comparable, args.out, getattr(args, "store", None))
     for f in outcome.findings:
         log.warning("%s %s %s %s/%s t%d: %s; re-measure: %s", "CONFIRMED" if f.confirmed else "not confirmed",
                     f.verdict, f.device, f.model, f.variant, f.threads, "; ".join(f.reasons), f.remeasure_note)
@@ -201,7 +218,7 @@ def _remeasure(plan, store):
     return remeasure
 
 
-def _report(run_dir: str, baseline: str | None, out_dir: str) -> list[str]:
+def _report(run_dir: str, baseline: str | None, out_dir: str, store_url: str | None) -> list[str]:
     """The history engineer's report writer; skipped with a log line while it is not there yet."""
     import logging
 
@@ -210,7 +227,13 @@ def _report(run_dir: str, baseline: str | None, out_dir: str) -> list[str]:
     except ImportError:  # TEMPORARY: until the history branch (report writer) is merged
         logging.getLogger("controller.nightly").warning("report writer not available yet; no report written")
         return []
-    return [str(p) for p in write_report(run_dir, baseline=baseline, out_dir=out_dir)]
+    from controller.errors import EdgebenchError
+
+    try:
+        return [str(p) for p in write_report(run_dir, baseline=baseline, out_dir=out_dir, store_url=store_url)]
+    except EdgebenchError as exc:  # regressions.json/.md are written already; the exit code stands
+        logging.getLogger("controller.nightly").warning("report not written: %s", exc)
+        return []
 
 
 def _log_to_file(path: str):

@@ -49,14 +49,22 @@ class Baseline:
     last_comparable: str | None = None  #: the most recent earlier nightly sharing a comparable job
 
 
-def open_history_index(out_dir: str) -> Any | None:
-    """The history index of ``out_dir``, or None when the history package is not there yet."""
+def open_history_index(out_dir: str, store_url: str | None = None) -> Any | None:
+    """The history index of ``out_dir`` (``store_url``: None = embedded or $EDGEBENCH_STORE), or None when
+    the history package is not there yet or the store cannot be opened (logged as a warning: the nightly
+    then reads the run folders, which are the source of truth). Close it with ``.close()``."""
+    from controller.errors import EdgebenchError
+
     try:
-        from controller.history.index import open_index  # provided by the history engineer
-    except ImportError:
+        from controller.history.index import open_index  # the history engineer's index
+    except ImportError:  # TEMPORARY: until the history branch is merged
         log.info("history index not available; reading run folders directly")
         return None
-    return open_index(out_dir)
+    try:
+        return open_index(out_dir, store_url)
+    except EdgebenchError as exc:
+        log.warning("history index not usable (%s); reading run folders directly", exc)
+        return None
 
 
 def nightly_runs(out_dir: str, index: Any | None = None) -> list[NightlyRun]:
@@ -169,7 +177,7 @@ def nightly_history(runs: list[NightlyRun], index: Any | None = None) -> pd.Data
     if not runs:
         return pd.DataFrame()
     if index is not None:
-        return index.results(run_ids=[r.run_id for r in runs])
+        return index.results(run_id=[r.run_id for r in runs])
     parts = []
     for run in runs:
         frame = load_results(run.path)
