@@ -1,5 +1,5 @@
 """Synthetic run folders for the history tests: result documents whose latency samples come from a seeded
-generator, saved through the real :class:`controller.store.RunStore` (so the folders have exactly the
+generator, saved through the real :class:`controller.fleet.store.RunStore` (so the folders have exactly the
 layout ``edgebench run`` writes) with timing statistics computed by the agent's own
 :func:`agent.measure.statistics`.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.measure import statistics
-from controller.store import RunStore, result_row
+from controller.fleet.store import RunStore, result_row
 
 FINGERPRINT = "fp-0123456789ab"
 RUNTIME = ("ai-edge-litert", "2.3.0")
@@ -103,7 +103,7 @@ def frames(jobs: list[Job], seed: int, run_id: str, noise: Noise = Noise()):
     ``result_row``), for loops over hundreds of runs."""
     import pandas as pd
 
-    from controller.store import RESULT_COLUMNS, SAMPLE_COLUMNS
+    from controller.fleet.store import RESULT_COLUMNS, SAMPLE_COLUMNS
 
     rng = np.random.default_rng(seed)
     rows, samples = [], []

@@ -2,8 +2,8 @@
 over the loopback SSH devices. A device is made slower on purpose by tests/slow_device.py (a busy-wait
 after each real inference), the way a board degrades: the fingerprint stays the same.
 
-The tests pass --threshold 1.5 and make regressions of about x2.5, so that the load of a shared 2-core
-box (which can move a p50 by 10-20 %) does not decide them; compare's own sensitivity (a 20 % shift) is
+The tests pass --threshold 3 and make regressions of about x7, so that the load of a shared 2-core box
+(seen at load average 7: it moves a p50 by tens of percent) does not decide them; compare's own sensitivity (a 20 % shift) is
 tested on seeded samples in tests/test_compare.py.
 """
 
@@ -25,9 +25,9 @@ from tests.fixtures_fleet import DEVICE_PYTHON, device_entry, write_inventory
 from tests.slow_device import make_slow_device
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = ["--runs", "30", "--warmup", "2", "--min-seconds", "0", "--warmup-min-seconds", "0", "--threshold", "1.5",
+FAST = ["--runs", "30", "--warmup", "2", "--min-seconds", "0", "--warmup-min-seconds", "0", "--threshold", "3",
         "--cooldown", "0.2"]
-SLOW_MS = 1.0  # bench_medium takes ~0.7 ms here: about x2.5
+SLOW_MS = 4.0  # bench_medium takes ~0.7 ms here: about x7
 
 
 def nightly_json(*argv: str) -> tuple[int, dict]:
@@ -65,7 +65,7 @@ def test_five_nights_on_the_local_device(local_board, test_models, tmp_path):
     assert code == 0
     assert fluke["regressions"] == []
     [finding] = fluke["not_confirmed"]
-    assert finding["verdict"] == "regressed" and finding["ratio"] > 1.5 and finding["remeasure_ratio"] < 1.5
+    assert finding["verdict"] == "regressed" and finding["ratio"] > 3 and finding["remeasure_ratio"] < 3
     remeasured = Path(fluke["remeasure_dir"])
     assert remeasured == Path(fluke["run_dir"]) / "remeasure"
     assert [p.name for p in (remeasured / "results" / "local").glob("*.json")] == ["000-bench_medium---t1.json"]
@@ -82,7 +82,7 @@ def test_five_nights_on_the_local_device(local_board, test_models, tmp_path):
     assert code == 5
     [regression] = slow["regressions"]
     assert regression["kinds"] == ["latency"] and regression["confirmed"]
-    assert regression["ratio"] > 1.5 and regression["remeasure_ratio"] > 1.5
+    assert regression["ratio"] > 3 and regression["remeasure_ratio"] > 3
     assert json.loads((Path(slow["run_dir"]) / "run.json").read_text())["exit_code"] == 5
 
     device.normal()  # night 5: faster than the (confirmed, slow) baseline, and confirmed: baseline moves
@@ -91,7 +91,7 @@ def test_five_nights_on_the_local_device(local_board, test_models, tmp_path):
     assert [f["model"] for f in back["improvements"]] == ["bench_medium"]
     assert [k["baseline_ok"] for k in back["keys"]] == [True]
     log = (out / "nightly.log").read_text()
-    assert log.count("nightly ") >= 10 and f"nightly {slow['run_id']}: exit 5" in log
+    assert log.count(": exit ") == 5 and f"nightly {slow['run_id']}: exit 5" in log
 
 
 @pytest.mark.slow
@@ -104,11 +104,11 @@ def test_without_a_terminal_progress_is_plain_log_lines(local_board, test_models
                            *FAST], check=False, capture_output=True, text=True, timeout=300, env=env,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    assert "INFO controller.run: local: done" in proc.stderr
+    assert "INFO controller.nightly.progress: local: done" in proc.stderr
     assert "\x1b[" not in proc.stderr and "┏" not in proc.stderr  # no live board, no colour codes
     assert proc.stdout.startswith("# Nightly ") and "run folder: " in proc.stdout
     log = (tmp_path / "n.log").read_text().splitlines()
-    assert log[0][:4].isdigit() and " INFO controller.nightly: nightly " in log[0]
+    assert log[0][:4].isdigit() and " INFO controller.nightly: nightly starting: 1 model file(s) on 1 device(s)" in log[0]
     assert not (out / "nightly.log").exists()  # --log-file replaced the default
 
 
@@ -140,12 +140,12 @@ def test_config_file_with_the_command_line_winning(local_board, test_models, tmp
     out = tmp_path / "reports"
     config = tmp_path / "nightly.yaml"
     config.write_text(f"models: [{test_models['bench_tiny']}]\ndevices: {inventory}\nout: {out}\nruns: 12\n"
-                      "warmup-min-seconds: 0\nmin_seconds: 0\nthreads: [1]\ncooldown: 0\nthreshold: 1.5\n")
+                      "warmup-min-seconds: 0\nmin_seconds: 0\nthreads: [1]\ncooldown: 0\nthreshold: 3\n")
     code, doc = nightly_json("--config", str(config), "--runs", "9")
     assert code == 0
     settings = json.loads((Path(doc["run_dir"]) / "run.json").read_text())["settings"]
-    assert (settings["runs"], settings["min_seconds"], settings["threads"]) == (9, 0.0, [1])
-    assert doc["limits"]["threshold"] == 1.5
+    assert (settings["job"]["runs"], settings["job"]["min_seconds"], settings["threads"]) == (9, 0.0, [1])
+    assert doc["limits"]["threshold"] == 3
     config.write_text(f"models: [{test_models['bench_tiny']}]\nrun: 3\n")
     assert main(["nightly", "--config", str(config)]) == 2
     assert "unknown key 'run'" in capsys.readouterr().err

@@ -111,7 +111,7 @@ def test_the_installed_cron_line_really_runs_a_nightly(tmp_path, short_nightly):
     assert json.loads((run / "run.json").read_text())["kind"] == "nightly"
     assert (run / "regressions.json").is_file()
     output = log.read_text()
-    assert f"# Nightly {run.name}" in output and "INFO controller.run: local: done" in output
+    assert f"# Nightly {run.name}" in output and "INFO controller.nightly.progress: local: done" in output
 
 
 @pytest.mark.slow

@@ -7,17 +7,19 @@ import argparse
 from controller.history.compare import Limits
 
 
-def add_limit_arguments(p: argparse.ArgumentParser) -> None:
-    """The options that decide what counts as a regression (shared by ``compare`` and ``nightly``)."""
+def add_limit_arguments(p: argparse.ArgumentParser, accuracy: bool = True) -> None:
+    """The options that decide what counts as a regression (shared by ``compare`` and ``nightly``, whose
+    run options already have ``--top1-drop`` / ``--min-cosine``: ``accuracy=False``)."""
     d = Limits()
     p.add_argument("--threshold", type=float, default=d.threshold, metavar="R",
                    help=f"p50 ratio that counts as a change (default {d.threshold:g})")
     p.add_argument("--alpha", type=float, default=d.alpha, metavar="A",
                    help=f"significance level of the Mann-Whitney U test on the raw samples (default {d.alpha:g})")
-    p.add_argument("--top1-drop", type=float, default=d.top1_drop,
-                   help=f"top-1 points lost that count as an accuracy regression (default {d.top1_drop:g})")
-    p.add_argument("--min-cosine", type=float, default=d.min_cosine,
-                   help=f"cosine to fp32 below this is drift (default {d.min_cosine:g})")
+    if accuracy:
+        p.add_argument("--top1-drop", type=float, default=d.top1_drop,
+                       help=f"top-1 points lost (vs BASE, or below fp32 for drift) that count (default {d.top1_drop:g})")
+        p.add_argument("--min-cosine", type=float, default=d.min_cosine,
+                       help=f"cosine to fp32 below this is drift (default {d.min_cosine:g})")
     p.add_argument("--memory-ratio", type=float, default=d.memory_ratio,
                    help=f"peak memory growth ratio that counts (default {d.memory_ratio:g}, and >= 1 MiB)")
 
@@ -66,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from controller.console import console
     from controller.errors import ExitCode
     from controller.history.compare import compare_runs
     from controller.history.compare_view import comparison_table, summary_line
-    from controller.report import console
 
     limits = limits_from(args)
     comparison = compare_runs(resolve_run(args.base, args.out), resolve_run(args.new, args.out), limits)

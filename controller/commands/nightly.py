@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from controller.commands.compare import add_limit_arguments
-from controller.commands.run import add_run_options
+from controller.commands.run import add_run_arguments
 
 LOCK_NAME = ".nightly.lock"
 LOG_NAME = "nightly.log"
@@ -24,10 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Runs without a terminal (cron, systemd): log lines to --log-file (and to stderr when it is not a "
         "terminal); one nightly at a time per reports folder (a lock the kernel frees when a nightly dies).",
     )
-    p.add_argument("models", nargs="*", default=[], metavar="MODEL", help=".tflite file or folder with manifest.json "
-                   "(or `models:` in --config)")
-    add_run_options(p)
-    add_limit_arguments(p)
+    add_run_arguments(p, models_nargs="*")  # the models may also come from --config
+    add_limit_arguments(p, accuracy=False)  # --top1-drop / --min-cosine are run options already
     p.add_argument("--config", metavar="NIGHTLY.yaml", help="options as YAML keys (models, devices, tag, threads, "
                    "runs, out, threshold, cooldown ...); the command line wins over the file")
     p.add_argument("--cooldown", type=float, default=60.0,
@@ -38,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-file", metavar="FILE", help=f"append log lines here (default <out>/{LOG_NAME})")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="S",
                    help="wait this long for a running nightly to finish (default 0: exit 3 at once)")
-    p.add_argument("--json", action="store_true", help="print regressions.json instead of a summary")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -117,36 +114,72 @@ def run(args: argparse.Namespace) -> int:
 def _nightly(args: argparse.Namespace, limits) -> int:
     import logging
 
-    from controller.commands import run as run_command
+    from controller.commands.run import options_from
+    from controller.commands.selection import selected_devices
+    from controller.fleet.models import collect_models
     from controller.history.nightly_runs import open_history_index
 
     log = logging.getLogger("controller.nightly")
-    plan = run_command.prepare(args)
-    store = run_command.create_store(plan, args.out, kind="nightly")
-    log.info("nightly %s: %d model file(s) on %d device(s)", store.run_id, len(plan.models), len(plan.devices))
-    result = run_command.execute(plan, store)
+    inventory, devices = selected_devices(args)
+    models = collect_models(args.models)
+    options = options_from(args)
+    log.info("nightly starting: %d model file(s) on %d device(s)", len(models), len(devices))
+    store, result = _execute(devices, models, options, inventory.path)
     run_code = int(result.exit_code())
-    store.save_run_info(exit_code=run_code)
+    log.info("nightly %s: run finished (exit %d) in %s", store.run_id, run_code, store.root)
     for name, status in result.failed.items():
         log.warning("device %s failed (%s): %s", name, status.kind, status.reason)
     index = open_history_index(args.out, getattr(args, "store", None))
     try:
-        return _judge(args, limits, plan, store, run_code, index)
+        return _judge(args, limits, (devices, models, options), store, run_code, index)
     finally:
         if index is not None:
             index.close()
 
 
-def _judge(args: argparse.Namespace, limits, plan, store, run_code: int, index) -> int:
+def _execute(devices, models, options, inventory_path: str):
+    """The fleet run of ``edgebench run`` (run.json ``kind: nightly``) with a live board on a terminal,
+    plain log lines otherwise."""
+    from rich.live import Live
+
+    from controller.console import console
+    from controller.fleet.run import execute
+    from controller.fleet.view import FleetBoard
+
+    err = console(stderr=True)
+    if not err.is_terminal:
+        return execute(devices, models, options, inventory_path, log_progress(), kind="nightly")
+    board = FleetBoard()
+    with Live(board, console=err, refresh_per_second=4, transient=False):
+        return execute(devices, models, options, inventory_path, board.update, kind="nightly")
+
+
+def log_progress():
+    """A progress callback that logs one line per device state change (no terminal needed)."""
+    import logging
+
+    log = logging.getLogger("controller.nightly.progress")
+    last: dict[str, tuple] = {}
+
+    def notify(status) -> None:
+        seen = (status.state, status.detail if status.state != "running" else "")
+        if last.get(status.name) != seen:
+            last[status.name] = seen
+            reason = f" ({status.kind}: {status.reason})" if status.reason else ""
+            log.info("%s: %s %s%s", status.name, status.state, status.detail, reason)
+    return notify
+
+
+def _judge(args: argparse.Namespace, limits, plan: tuple, store, run_code: int, index) -> int:
     import json
     import logging
     import os
     import sys
 
     from controller.errors import EdgebenchError, ExitCode
+    from controller.fleet.store import load_run_info
     from controller.history import nightly
     from controller.history.nightly_runs import nightly_history, nightly_runs, utc
-    from controller.store import load_run_info
 
     log = logging.getLogger("controller.nightly")
     if index is not None:
@@ -185,16 +218,20 @@ def _judge(args: argparse.Namespace, limits, plan, store, run_code: int, index) 
     return code
 
 
-def _remeasure(plan, store):
+def _remeasure(plan: tuple, store):
     """The re-measure step: the given jobs again, on their devices only, in <run>/remeasure/."""
     import dataclasses
+    import datetime
     import logging
 
-    from controller.commands.run import _log_progress, _now
-    from controller.fleet import run_fleet, score_outputs
-    from controller.store import RunStore
+    from controller.fleet.run import run_fleet
+    from controller.fleet.store import RunStore
 
+    devices, models, options = plan
     log = logging.getLogger("controller.nightly")
+
+    def now() -> str:
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     def remeasure(keys: list[tuple[str, str, str, int]]) -> str:
         wanted: dict[tuple[str, int], set[tuple[str, str]]] = {}
@@ -204,15 +241,16 @@ def _remeasure(plan, store):
         groups: dict[tuple[int, tuple], list[str]] = {}
         for (device, threads), names in wanted.items():
             groups.setdefault((threads, tuple(sorted(names))), []).append(device)
-        target = RunStore.create(store.root, {"kind": "remeasure", "of": store.run_id, "created": _now()},
+        target = RunStore.create(store.root, {"kind": "remeasure", "of": store.run_id, "created": now()},
                                  run_id="remeasure")
-        for (threads, names), devices in sorted(groups.items()):
-            models = [m for m in plan.models if (m.name, m.variant) in names]
-            chosen = [d for d in plan.devices if d.name in devices]
-            log.info("re-measuring %d model file(s) x %d thread(s) on %s", len(models), threads, ", ".join(devices))
-            run_fleet(chosen, models, dataclasses.replace(plan.options, threads=(threads,)), target,
-                      _log_progress(), score_outputs)
-        target.save_run_info(finished=_now())
+        for (threads, names), group in sorted(groups.items()):
+            chosen_models = [m for m in models if (m.name, m.variant) in names]
+            chosen = [d for d in devices if d.name in group]
+            log.info("re-measuring %d model file(s) x %d thread(s) on %s", len(chosen_models), threads,
+                     ", ".join(group))
+            run_fleet(chosen, chosen_models, dataclasses.replace(options, threads=(threads,)), target,
+                      log_progress())
+        target.save_run_info(finished=now())
         return target.root
 
     return remeasure

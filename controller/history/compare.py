@@ -9,8 +9,10 @@ A comparable pair is judged on four things, each a regression of its own kind:
 - ``latency``: a two-sided Mann-Whitney U test on the raw samples is significant (p < ``alpha``) AND
   the p50 ratio new/base is at least ``threshold`` (asv's rule: significant *and* big enough). The
   symmetric case (base/new >= threshold, significant) is an improvement.
-- ``accuracy``: top-1 fell by more than ``top1_drop`` percentage points.
-- ``drift``: the cosine to fp32 fell below ``min_cosine`` (it was not below in the base run).
+- ``accuracy``: top-1 fell by more than ``top1_drop`` percentage points from the base run.
+- ``drift``: the variant now counts as drifted from fp32 by the scoring rule
+  (:func:`controller.variants.scoring.drift_reasons` with ``top1_drop`` / ``min_cosine``) and did not in
+  the base run.
 - ``memory``: peak RSS grew by at least ``memory_ratio`` and by at least ``memory_min_kb``.
 - ``failed``: the job ran ok in the base run and errored, crashed or timed out in the new one.
 
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from controller import defaults
 from controller.history.mannwhitney import mann_whitney_u
 
 if TYPE_CHECKING:
@@ -46,12 +49,12 @@ REGRESSION_KINDS = ("latency", "accuracy", "drift", "memory", "failed")
 @dataclass(frozen=True)
 class Limits:
     """When a difference counts. Defaults: p < 0.01 and 10 % on p50; the accuracy defaults are the
-    scoring thresholds of ``edgebench convert`` (top-1 drop 2 points, cosine 0.99)."""
+    scoring thresholds (controller/defaults.py: top-1 drop 2 points, cosine 0.99)."""
 
     threshold: float = 1.10  #: p50 ratio (new/base for a regression, base/new for an improvement)
     alpha: float = 0.01  #: significance level of the Mann-Whitney U test
-    top1_drop: float = 2.0  #: percentage points of top-1 lost
-    min_cosine: float = 0.99  #: cosine to fp32 below this is drift
+    top1_drop: float = defaults.TOP1_DROP  #: percentage points of top-1 lost
+    min_cosine: float = defaults.MIN_COSINE  #: cosine to fp32 below this is drift
     memory_ratio: float = 1.10  #: peak RSS new/base
     memory_min_kb: float = 1024.0  #: and at least this much growth (a few pages of allocator noise are not)
 
@@ -137,7 +140,7 @@ class Comparison:
 
 def compare_runs(base_dir: str, new_dir: str, limits: Limits = Limits()) -> Comparison:
     """Compare two run folders. Raises InputError when either is not a run folder."""
-    from controller.store import load_results, load_samples
+    from controller.fleet.store import load_results, load_samples
 
     base, new = load_results(base_dir), load_results(new_dir)
     return compare_frames(base, load_samples(base_dir), new, load_samples(new_dir), limits,
@@ -254,11 +257,14 @@ def _accuracy(pair: Pair, b: dict[str, Any], n: dict[str, Any], limits: Limits) 
     if bt is not None and nt is not None and (bt - nt) * 100.0 > limits.top1_drop:
         pair.kinds.append("accuracy")
         pair.reasons.append(f"top-1 {bt:.1%} -> {nt:.1%} ({(bt - nt) * 100:.1f} points > {limits.top1_drop:g})")
-    bc, nc = _float(b.get("cosine_vs_fp32")), _float(n.get("cosine_vs_fp32"))
-    if nc is not None and nc < limits.min_cosine and (bc is None or bc >= limits.min_cosine):
+    from controller.variants.scoring import Thresholds, drift_reasons
+
+    thresholds = Thresholds(limits.top1_drop, limits.min_cosine)
+    base_drift = drift_reasons(_float(b.get("top1_drop_points")), _float(b.get("cosine_vs_fp32")), thresholds)
+    new_drift = drift_reasons(_float(n.get("top1_drop_points")), _float(n.get("cosine_vs_fp32")), thresholds)
+    if new_drift and not base_drift:
         pair.kinds.append("drift")
-        base_text = "unknown" if bc is None else f"{bc:.4f}"
-        pair.reasons.append(f"cosine to fp32 {base_text} -> {nc:.4f} (< {limits.min_cosine:g})")
+        pair.reasons += [f"drift from fp32: {reason}" for reason in new_drift]
 
 
 def _memory(pair: Pair, b: dict[str, Any], n: dict[str, Any], limits: Limits) -> None:

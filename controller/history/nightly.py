@@ -99,7 +99,7 @@ def evaluate(run_dir: str, earlier: list, limits: Limits, remeasure: Remeasure |
     """Judge the nightly in ``run_dir`` against the ``earlier`` nightlies (oldest first, created before
     it); re-measure suspects through ``remeasure`` after ``cooldown`` seconds; find change points in
     ``history`` (a results frame of every nightly with a ``created`` column, or None to skip)."""
-    from controller.store import load_results, load_run_info, load_samples
+    from controller.fleet.store import load_results, load_run_info, load_samples
 
     new = load_results(run_dir)
     new_samples = load_samples(run_dir)
@@ -136,7 +136,7 @@ def _confirm(outcome: NightlyOutcome, baseline: Baseline, limits: Limits) -> Non
         for finding in outcome.findings:
             finding.remeasure_note = "re-measure did not run"
         return
-    from controller.store import load_results, load_samples
+    from controller.fleet.store import load_results, load_samples
 
     again = compare_frames(baseline.results, baseline.samples, load_results(outcome.remeasure_dir),
                            load_samples(outcome.remeasure_dir), limits)
@@ -198,7 +198,7 @@ def change_points(history, limits: Limits, *, window: int = 60, seed: int = 0) -
 
 def write_outcome(outcome: NightlyOutcome, exit_code: int) -> tuple[str, str]:
     """Write regressions.json and regressions.md into the run folder; return their paths."""
-    from controller.store import atomic_write, write_json
+    from controller.fleet.store import atomic_write, write_json
 
     json_path = os.path.join(outcome.run_dir, REGRESSIONS_JSON)
     write_json(json_path, {**outcome.to_dict(), "exit_code": exit_code})

@@ -72,7 +72,7 @@ def nightly_runs(out_dir: str, index: Any | None = None) -> list[NightlyRun]:
     if index is not None:
         frame = index.runs(kind="nightly")
         return [NightlyRun(str(r["run_id"]), utc(r["created"]), str(r["path"])) for r in frame.to_dict("records")]
-    from controller.store import load_run_info
+    from controller.fleet.store import load_run_info
 
     runs = []
     if not os.path.isdir(out_dir):
@@ -106,7 +106,7 @@ def find_baseline(new: pd.DataFrame, earlier: list[NightlyRun]) -> Baseline:
     non-comparable row (the reason: model changed, runtime upgraded ...)."""
     import pandas as pd
 
-    from controller.store import load_results, load_samples
+    from controller.fleet.store import load_results, load_samples
 
     wanted = {_key(r): r for r in new.to_dict("records")}
     new_keys = set(wanted)
@@ -172,7 +172,7 @@ def nightly_history(runs: list[NightlyRun], index: Any | None = None) -> pd.Data
     """Result rows of ``runs`` with their ``created`` time (for the change-point series)."""
     import pandas as pd
 
-    from controller.store import load_results
+    from controller.fleet.store import load_results
 
     if not runs:
         return pd.DataFrame()

@@ -98,7 +98,7 @@ def read_crontab(crontab_file: str | None = None) -> str:
 def write_crontab(text: str, crontab_file: str | None = None) -> None:
     """Replace the crontab with ``text``. Raises ToolError when ``crontab`` refuses it."""
     if crontab_file:
-        from controller.store import atomic_write
+        from controller.fleet.store import atomic_write
 
         atomic_write(crontab_file, text.encode("utf-8"))
         return
@@ -182,7 +182,7 @@ def systemd_units(job: Job) -> dict[str, str]:
 def systemd_install(job: Job, unit_dir: str | None = None) -> list[str]:
     """Write the units; with the default unit folder also reload systemd and enable the timer. Returns the
     paths written. Raises ToolError when systemctl fails (the files stay, the message says what to run)."""
-    from controller.store import atomic_write
+    from controller.fleet.store import atomic_write
 
     folder = unit_dir or default_unit_dir()
     os.makedirs(folder, exist_ok=True)
