@@ -82,7 +82,7 @@ def options_from(args: argparse.Namespace):
     from controller.errors import UsageError
     from controller.fleet.agent_build import agent_zipapp
     from controller.fleet.models import check_eval_data
-    from controller.fleet.run import RunOptions
+    from controller.fleet.options import RunOptions
     from controller.variants.scoring import Thresholds
 
     if args.eval:
