@@ -1,0 +1,91 @@
+"""``edgebench profile MODEL... [--device NAME] [--json]``: the latency of each op, measured on the device."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.job import RUNTIME_CHOICES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="per-op latency of a model on a device (single-op models fed with real intermediates)",
+        description="Cut every op of each MODEL into a model of its own, then on the device (this machine "
+        "without --device) time the whole model and each op alone, fed with the whole model's real "
+        "intermediate tensors, on the kernel the op runs on in the whole model (XNNPACK or the CPU). Prints "
+        "per op: index, type, p50 µs, share of the sum, delegated or not; per op type; and the sum of op "
+        "times next to the whole model's p50 (a sanity ratio). Several models (or a folder with "
+        "manifest.json: every variant) add a table of µs per op type and variant.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
+    p.add_argument("--device", metavar="NAME", help="profile on this device of the fleet file (default: here)")
+    p.add_argument("--devices", metavar="FILE", default="devices.yaml", help="the fleet file (devices.yaml)")
+    p.add_argument("--inventory", metavar="FILE", help="read the fleet from an Ansible inventory instead")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, help="runtime on this machine (default auto; on a "
+                   "device its runtime key)")
+    p.add_argument("--no-xnnpack", action="store_true", help="run the model and every op without XNNPACK")
+    p.add_argument("--inputs", metavar="FILE.npz", help="input data (the first sample is used); default "
+                   "seeded random values")
+    p.add_argument("--runs", type=int, default=50, help="whole model: at least this many timed runs (50)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="whole model: time at least this long (1)")
+    p.add_argument("--op-runs", type=int, default=20, help="each op: at least this many timed runs (20)")
+    p.add_argument("--op-min-seconds", type=float, default=0.05, help="each op: time at least this long (0.05)")
+    p.add_argument("--timeout", type=float, default=600.0, help="deadline of one model's profile, seconds (600)")
+    p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    p.add_argument("--json", action="store_true", help="print JSON: one model's summary object, or "
+                   '{"profiles": [...]} for several')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile every model; 0 when every profile ran, 1 when one failed, 3 when the device is unreachable."""
+    import json
+    import os
+    import sys
+
+    from controller import profile_report as report
+    from controller.errors import DeviceError, ExitCode, InputError, NoDeviceError, UsageError
+    from controller.fleet import UNREACHABLE_KINDS, collect_models
+    from controller.profile_session import ProfileOptions, profile_device, profile_local
+    from controller.report import console
+
+    if args.threads < 1 or args.runs < 1 or args.op_runs < 1:
+        raise UsageError("--threads, --runs and --op-runs must be >= 1")
+    if args.min_seconds < 0 or args.op_min_seconds < 0 or args.timeout <= 0:
+        raise UsageError("--min-seconds and --op-min-seconds must be >= 0, --timeout > 0")
+    if args.inputs and not os.path.isfile(args.inputs):
+        raise InputError(f"--inputs {args.inputs}: no such file; give a .npy/.npz with the model's inputs")
+    models = collect_models(args.models)
+    options = ProfileOptions(threads=args.threads, runtime=args.runtime or "auto", xnnpack=not args.no_xnnpack,
+                             inputs=args.inputs, runs=args.runs, min_seconds=args.min_seconds,
+                             op_runs=args.op_runs, op_min_seconds=args.op_min_seconds, timeout=args.timeout)
+    if args.device:
+        from controller.fleet import agent_zipapp
+        from controller.inventory import selected_devices
+
+        args.device, args.tag = [args.device], []
+        _, devices = selected_devices(args)
+        try:
+            docs = profile_device(devices[0], models, options, args.agent or agent_zipapp())
+        except DeviceError as exc:
+            if exc.kind in UNREACHABLE_KINDS:
+                raise NoDeviceError(str(exc)) from exc
+            raise
+    else:
+        docs = profile_local(models, options)
+    summaries = [report.summarize(doc) for doc in docs]
+    if args.json:
+        out = summaries[0] if len(summaries) == 1 else {"profiles": summaries}
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    else:
+        con = console()
+        for summary in summaries:
+            if summary["ops"]:
+                con.print(report.ops_table(summary))
+                con.print(report.types_table(summary))
+            con.print(report.ratio_line(summary), soft_wrap=True, highlight=False)
+        if len(summaries) > 1:
+            con.print(report.variants_table(summaries))
+    return int(ExitCode.OK if all(d.get("status") == "ok" for d in docs) else ExitCode.PARTIAL)

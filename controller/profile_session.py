@@ -1,0 +1,167 @@
+"""Run per-op profiles: cut the models here, time them on a device (or on this machine).
+
+For each model: :func:`controller.op_cut.cut_ops` writes its single-op models (once per model content,
+under a cache folder keyed by the model's sha256), a :class:`agent.job.JobSpec` with ``profile`` set
+names them, and the agent times them in a fresh worker with a deadline (:mod:`agent.profile`).
+
+- Without a device the job runs on this machine through :func:`agent.runner.run_job`.
+- With a device it goes through the fleet's :class:`~controller.fleet.DeviceSession` (the same
+  connection, agent push, ``info`` and verified pushes as ``edgebench run``): the model and its cuts land
+  in the device's content-addressed ``<workdir>/models/<sha256>.tflite`` (what is there is not sent
+  again), the jobs run as one ``agent batch`` under the device lock, and the documents come back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.job import JobSpec
+from controller.errors import DeviceError
+from controller.op_cut import OpCut, cut_ops
+
+CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
+                         "op-cuts")
+
+
+@dataclass
+class ProfileOptions:
+    """What a profile asks for (one dataclass travels, not a dozen arguments)."""
+
+    threads: int = 1
+    runtime: str = "auto"
+    xnnpack: bool = True
+    inputs: str | None = None  #: .npy/.npz input data (first sample used); default seeded random
+    runs: int = 50  #: whole-model timed runs (at least)
+    min_seconds: float = 1.0
+    op_runs: int = 20  #: per-op timed runs (at least)
+    op_min_seconds: float = 0.05
+    timeout: float = 600.0  #: deadline of one model's worker (whole model + every op)
+    cache: str = CUT_CACHE  #: where the single-op models are kept, per model sha256
+    lock_timeout: float | None = None  #: device lock wait (default: the device's lock_timeout)
+    extra: dict[str, Any] = field(default_factory=dict)  #: more JobSpec keys (e.g. input_shapes)
+
+    def plan(self, cuts: list[OpCut], files: list[str | None] | None = None) -> dict[str, Any]:
+        """The ``JobSpec.profile`` plan for ``cuts`` (``files``: the device's copies, same order)."""
+        files = files or [c.file for c in cuts]
+        return {"ops": [c.plan_entry(f) for c, f in zip(cuts, files)], "runs": self.op_runs,
+                "min_seconds": self.op_min_seconds}
+
+    def spec(self, model_path: str, job_id: str, plan: dict[str, Any], meta: dict[str, Any],
+             inputs: str | None) -> JobSpec:
+        spec = JobSpec(model=model_path, id=job_id, threads=self.threads, runtime=self.runtime,
+                       xnnpack=self.xnnpack, runs=self.runs, min_seconds=self.min_seconds, timeout=self.timeout,
+                       inputs=inputs, profile=plan, meta=meta, **self.extra)
+        spec.validate()
+        return spec
+
+
+def cuts_for(model: Any, options: ProfileOptions) -> list[OpCut]:
+    """The single-op models of ``model`` (a :class:`~controller.fleet.ModelRef`), cut once per content
+    into ``options.cache/<sha256>/``. Raises InputError / ToolError as :func:`cut_ops`."""
+    folder = os.path.join(options.cache, model.sha256)
+    index = os.path.join(folder, "cuts.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as fh:
+            cuts = [OpCut(**{**c, "inputs": tuple(c["inputs"])}) for c in json.load(fh)]
+        if all(c.file is None or os.path.isfile(c.file) for c in cuts):
+            return cuts
+    cuts = cut_ops(model.path, folder)
+    tmp = f"{index}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump([c.__dict__ for c in cuts], fh)
+    os.replace(tmp, index)
+    return cuts
+
+
+def _job_id(position: int, model: Any, threads: int) -> str:
+    """The fleet's job id of this model and thread count, with ``-profile``."""
+    from controller.fleet import _job_id as fleet_job_id
+
+    return f"{fleet_job_id(position, model, threads)}-profile"
+
+
+def profile_local(models: list[Any], options: ProfileOptions) -> list[dict[str, Any]]:
+    """Profile each model on this machine (a fresh worker per model); the result documents in order."""
+    from agent.runner import run_job
+
+    docs = []
+    for position, model in enumerate(models):
+        cuts = cuts_for(model, options)
+        meta = {"device": "local", "model_name": model.name, "variant": model.variant, "sha256": model.sha256}
+        spec = options.spec(model.path, _job_id(position, model, options.threads), options.plan(cuts), meta,
+                            os.path.abspath(options.inputs) if options.inputs else None)
+        docs.append(run_job(spec))
+    return docs
+
+
+def profile_device(device: Any, models: list[Any], options: ProfileOptions, agent_pyz: str) -> list[dict]:
+    """Profile each model on ``device`` over its transport; the result documents in model order.
+    Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
+    from agent.modelfile import sha256_of
+    from controller.fleet import MODEL_SUFFIX, DeviceSession, pick_runtime
+
+    session = DeviceSession(device, agent_pyz)
+    try:
+        session.open(subdirs=("models", "data", "profiles"))
+        session.ensure_agent()
+        runtime, _ = pick_runtime(device, session.info(runtime=device.runtime))
+        models_dir = posixpath.join(session.workdir, "models")
+        pushes: dict[str, tuple[str, str, str]] = {}
+        jobs = []
+        inputs = None
+        if options.inputs:
+            digest = sha256_of(options.inputs)
+            inputs = posixpath.join(session.workdir, "data", f"{digest}.npz")
+            pushes[digest] = (options.inputs, digest, inputs)
+        for position, model in enumerate(models):
+            cuts = cuts_for(model, options)
+            remote = {}
+            for path, digest in [(model.path, model.sha256)] + [(c.file, c.sha256) for c in cuts if c.file]:
+                remote[path] = posixpath.join(models_dir, f"{digest}{MODEL_SUFFIX}")
+                pushes[digest] = (path, digest, remote[path])
+            plan = options.plan(cuts, [remote.get(c.file) if c.file else None for c in cuts])
+            meta = {"device": device.name, "model_name": model.name, "variant": model.variant,
+                    "sha256": model.sha256}
+            spec = options.spec(remote[model.path], _job_id(position, model, options.threads), plan, meta, inputs)
+            spec.runtime = runtime
+            jobs.append(spec.to_dict())
+        missing = [f for f in pushes.values() if not session.t.exists(f[2])]
+        if missing:
+            session.push_verified(missing)
+        return _batch(session, jobs, options)
+    finally:
+        session.close()
+
+
+def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict]:
+    """Run ``jobs`` as one ``agent batch`` under the device lock; fetch and return their documents."""
+    folder = posixpath.join(session.workdir, "profiles", session.token)
+    out = posixpath.join(folder, "results")
+    session.t.makedirs(out)
+    jobs_file = posixpath.join(folder, "jobs.json")
+    session.t.put_bytes(json.dumps(jobs).encode(), jobs_file)
+    lock_timeout = session.device.lock_timeout if options.lock_timeout is None else options.lock_timeout
+    argv = [session.agent, "batch", jobs_file, "--out", out, "--lock", posixpath.join(session.workdir, "lock"),
+            "--lock-timeout", f"{lock_timeout:g}", "--stop-on-stdin-eof"]
+    deadline = lock_timeout + len(jobs) * (options.timeout + 30) + 60
+    result = session.run_python(argv, timeout=deadline, stdin_open=True)
+    if result.exit_code == 4:
+        raise DeviceError(session.device.name, f"busy: another controller holds the device lock and it was not "
+                          f"released within {lock_timeout:g} s; try again later or raise --lock-timeout",
+                          kind="busy")
+    if result.exit_code not in (0, 1):
+        raise DeviceError(session.device.name, f"`agent batch` failed (exit {result.exit_code}): "
+                          f"{result.stderr.strip()[-800:]}", kind="agent")
+    docs = []
+    with tempfile.TemporaryDirectory(prefix="edgebench-profile-") as tmp:
+        for job in jobs:
+            local = os.path.join(tmp, f"{job['id']}.json")
+            session.t.get(posixpath.join(out, f"{job['id']}.json"), local)
+            with open(local, encoding="utf-8") as fh:
+                docs.append(json.load(fh))
+    return docs
