@@ -115,7 +115,7 @@ def time_op(runtime: Any, entry: dict, feeds: dict[int, Any], threads: int, xnnp
     result: dict = {"xnnpack": xnnpack, "xnnpack_error": None}
     try:
         interpreter = _ready(runtime, entry, feeds, threads, xnnpack)
-    except Exception as exc:  # noqa: BLE001 - the delegate refused the cut: time the CPU kernels instead
+    except Exception as exc:
         if not xnnpack or runtime.no_default_delegates is None:
             raise
         result.update(xnnpack=False, xnnpack_error=_first_line(exc))

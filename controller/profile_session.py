@@ -13,6 +13,7 @@ names them, and the agent times them in a fresh worker with a deadline (:mod:`ag
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -60,10 +61,19 @@ class ProfileOptions:
         return spec
 
 
+def _cutter_hash() -> str:
+    """Hash of the cutting code: a changed cutter never serves cuts an older one made."""
+    import controller.op_cut
+
+    with open(controller.op_cut.__file__, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:12]
+
+
 def cuts_for(model: Any, options: ProfileOptions) -> list[OpCut]:
     """The single-op models of ``model`` (a :class:`~controller.fleet.ModelRef`), cut once per content
-    into ``options.cache/<sha256>/``. Raises InputError / ToolError as :func:`cut_ops`."""
-    folder = os.path.join(options.cache, model.sha256)
+    (and version of the cutter) into ``options.cache/<cutter>/<sha256>/``. Raises InputError / ToolError
+    as :func:`cut_ops`."""
+    folder = os.path.join(options.cache, _cutter_hash(), model.sha256)
     index = os.path.join(folder, "cuts.json")
     if os.path.isfile(index):
         with open(index, encoding="utf-8") as fh:
