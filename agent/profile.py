@@ -115,7 +115,7 @@ def time_op(runtime: Any, entry: dict, feeds: dict[int, Any], threads: int, xnnp
     result: dict = {"xnnpack": xnnpack, "xnnpack_error": None}
     try:
         interpreter = _ready(runtime, entry, feeds, threads, xnnpack)
-    except Exception as exc:
+    except Exception as exc:  # the delegate refused the cut: time it on the CPU kernels instead
         if not xnnpack or runtime.no_default_delegates is None:
             raise
         result.update(xnnpack=False, xnnpack_error=_first_line(exc))
