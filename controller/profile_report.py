@@ -126,6 +126,12 @@ def ratio_line(summary: dict[str, Any]) -> str:
     return line
 
 
+def brief(summary: dict[str, Any]) -> str:
+    """One line: what was profiled, the ratio line, and the three op types that cost most."""
+    top = ", ".join(f"{g['op']} {g['share']:.0%}" for g in summary["by_type"][:3] if g["share"] is not None)
+    return f"{title(summary)}: {ratio_line(summary)}; top op types: {top or '-'}"
+
+
 def variants_table(summaries: Sequence[dict[str, Any]]) -> Table:
     """Op type x profiled model: summed µs per type, so the ops that make one variant slower show."""
     table = Table(title="µs per op type and variant", title_justify="left")

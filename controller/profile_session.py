@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.job import JobSpec
-from controller.errors import DeviceError
+from controller.errors import DeviceError, EdgebenchError
 from controller.op_cut import OpCut, cut_ops
+
+log = logging.getLogger(__name__)
 
 CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
                          "op-cuts")
@@ -33,7 +37,6 @@ CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(
 class ProfileOptions:
     """What a profile asks for (one dataclass travels, not a dozen arguments)."""
 
-    threads: int = 1
     runtime: str = "auto"
     xnnpack: bool = True
     inputs: str | None = None  #: .npy/.npz input data (first sample used); default seeded random
@@ -52,9 +55,10 @@ class ProfileOptions:
         return {"ops": [c.plan_entry(f) for c, f in zip(cuts, files)], "runs": self.op_runs,
                 "min_seconds": self.op_min_seconds}
 
-    def spec(self, model_path: str, job_id: str, plan: dict[str, Any], meta: dict[str, Any],
+    def spec(self, model_path: str, job_id: str, threads: int, plan: dict[str, Any], meta: dict[str, Any],
              inputs: str | None) -> JobSpec:
-        spec = JobSpec(model=model_path, id=job_id, threads=self.threads, runtime=self.runtime,
+        """The profile job of one model (raises agent UsageError for a bad setting)."""
+        spec = JobSpec(model=model_path, id=job_id, threads=threads, runtime=self.runtime,
                        xnnpack=self.xnnpack, runs=self.runs, min_seconds=self.min_seconds, timeout=self.timeout,
                        inputs=inputs, profile=plan, meta=meta, **self.extra)
         spec.validate()
@@ -95,22 +99,26 @@ def _job_id(position: int, model: Any, threads: int) -> str:
     return f"{fleet_job_id(position, model, threads)}-profile"
 
 
-def profile_local(models: list[Any], options: ProfileOptions) -> list[dict[str, Any]]:
-    """Profile each model on this machine (a fresh worker per model); the result documents in order."""
+Target = tuple[int, Any, int]  #: (position of the model on the command line, ModelRef, threads)
+
+
+def profile_local(targets: list[Target], options: ProfileOptions) -> list[dict[str, Any]]:
+    """Profile each (position, model, threads) on this machine, a fresh worker each; the documents in
+    order."""
     from agent.runner import run_job
 
     docs = []
-    for position, model in enumerate(models):
+    for position, model, threads in targets:
         cuts = cuts_for(model, options)
         meta = {"device": "local", "model_name": model.name, "variant": model.variant, "sha256": model.sha256}
-        spec = options.spec(model.path, _job_id(position, model, options.threads), options.plan(cuts), meta,
+        spec = options.spec(model.path, _job_id(position, model, threads), threads, options.plan(cuts), meta,
                             os.path.abspath(options.inputs) if options.inputs else None)
         docs.append(run_job(spec))
     return docs
 
 
-def profile_device(device: Any, models: list[Any], options: ProfileOptions, agent_pyz: str) -> list[dict]:
-    """Profile each model on ``device`` over its transport; the result documents in model order.
+def profile_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str) -> list[dict]:
+    """Profile each (position, model, threads) on ``device`` over its transport; the documents in order.
     Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
     from agent.modelfile import sha256_of
     from controller.fleet import MODEL_SUFFIX, DeviceSession, pick_runtime
@@ -128,7 +136,7 @@ def profile_device(device: Any, models: list[Any], options: ProfileOptions, agen
             digest = sha256_of(options.inputs)
             inputs = posixpath.join(session.workdir, "data", f"{digest}.npz")
             pushes[digest] = (options.inputs, digest, inputs)
-        for position, model in enumerate(models):
+        for position, model, threads in targets:
             cuts = cuts_for(model, options)
             remote = {}
             for path, digest in [(model.path, model.sha256)] + [(c.file, c.sha256) for c in cuts if c.file]:
@@ -137,7 +145,8 @@ def profile_device(device: Any, models: list[Any], options: ProfileOptions, agen
             plan = options.plan(cuts, [remote.get(c.file) if c.file else None for c in cuts])
             meta = {"device": device.name, "model_name": model.name, "variant": model.variant,
                     "sha256": model.sha256}
-            spec = options.spec(remote[model.path], _job_id(position, model, options.threads), plan, meta, inputs)
+            spec = options.spec(remote[model.path], _job_id(position, model, threads), threads, plan, meta,
+                                inputs)
             spec.runtime = runtime
             jobs.append(spec.to_dict())
         missing = [f for f in pushes.values() if not session.t.exists(f[2])]
@@ -146,6 +155,67 @@ def profile_device(device: Any, models: list[Any], options: ProfileOptions, agen
         return _batch(session, jobs, options)
     finally:
         session.close()
+
+
+def profile_run(result: Any, devices: list[Any], models: list[Any], threads: tuple[int, ...], store: Any,
+                options: ProfileOptions, agent_pyz: str, parallel: int = 8) -> dict[str, dict[str, Any]]:
+    """``edgebench run --profile``: after the fleet run, on every device that finished, profile each
+    model at each thread count whose job was ok there; save the documents to
+    ``<run>/profiles/<device>/<job-id>-profile.json``. Devices in parallel (at most ``parallel``).
+    Returns device -> {"jobs", "failed", "reason", "files" (relative to the run folder), "summaries"
+    (:func:`controller.profile_report.summarize` of each)}; never raises for a device problem."""
+    from controller.fleet import _job_id as fleet_job_id
+    from controller.profile_report import summarize
+    from controller.store import write_json
+
+    frame = result.results
+    ok = set()
+    if frame is not None and len(frame):
+        for row in frame[frame["status"] == "ok"][["device", "job_id"]].itertuples(index=False):
+            ok.add((row.device, row.job_id))
+
+    def work(device: Any) -> tuple[str, dict[str, Any]]:
+        wanted = [(i, m, t) for i, m in enumerate(models) for t in (device.threads or threads)
+                  if (device.name, fleet_job_id(i, m, t)) in ok]
+        outcome: dict[str, Any] = {"jobs": len(wanted), "failed": 0, "reason": None, "files": [], "summaries": []}
+        if not wanted:
+            return device.name, outcome
+        try:
+            docs = profile_device(device, wanted, options, agent_pyz)
+        except EdgebenchError as exc:  # device trouble, or a model that cannot be cut: this device's data
+            outcome.update(failed=len(wanted), reason=getattr(exc, "reason", str(exc)))
+            return device.name, outcome
+        except Exception as exc:  # a bug must not take the other devices down; it is recorded
+            log.exception("%s: profile", device.name)
+            outcome.update(failed=len(wanted), reason=f"internal error: {type(exc).__name__}: {exc}")
+            return device.name, outcome
+        folder = store.device_dir("profiles", device.name)
+        for doc in docs:
+            path = os.path.join(folder, f"{doc['job']['id']}.json")
+            write_json(path, doc)
+            outcome["files"].append(os.path.relpath(path, store.root))
+            outcome["failed"] += int(doc.get("status") != "ok")
+            outcome["summaries"].append(summarize(doc))
+        return device.name, outcome
+
+    done = [d for d in devices if not result.devices[d.name].failed]
+    outcomes: dict[str, dict[str, Any]] = {}
+    gate = threading.Semaphore(max(1, parallel))
+
+    def run_one(device: Any) -> None:
+        with gate:
+            name, outcome = work(device)
+            outcomes[name] = outcome
+
+    # Daemon threads joined in slices, as in run_fleet: Ctrl-C is not held up by a device; its batch
+    # stops on the device when this process's connections close (--stop-on-stdin-eof).
+    threads_ = [threading.Thread(target=run_one, args=(d,), name=f"profile-{d.name}", daemon=True) for d in done]
+    for thread in threads_:
+        thread.start()
+    for thread in threads_:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    return {d.name: outcomes[d.name] for d in done if d.name in outcomes}
 
 
 def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict]:

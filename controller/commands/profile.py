@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.inputs and not os.path.isfile(args.inputs):
         raise InputError(f"--inputs {args.inputs}: no such file; give a .npy/.npz with the model's inputs")
     models = collect_models(args.models)
-    options = ProfileOptions(threads=args.threads, runtime=args.runtime or "auto", xnnpack=not args.no_xnnpack,
+    options = ProfileOptions(runtime=args.runtime or "auto", xnnpack=not args.no_xnnpack,
                              inputs=args.inputs, runs=args.runs, min_seconds=args.min_seconds,
                              op_runs=args.op_runs, op_min_seconds=args.op_min_seconds, timeout=args.timeout)
+    targets = [(position, model, args.threads) for position, model in enumerate(models)]
     if args.device:
         from controller.fleet import agent_zipapp
         from controller.inventory import selected_devices
@@ -68,13 +69,13 @@ def run(args: argparse.Namespace) -> int:
         args.device, args.tag = [args.device], []
         _, devices = selected_devices(args)
         try:
-            docs = profile_device(devices[0], models, options, args.agent or agent_zipapp())
+            docs = profile_device(devices[0], targets, options, args.agent or agent_zipapp())
         except DeviceError as exc:
             if exc.kind in UNREACHABLE_KINDS:
                 raise NoDeviceError(str(exc)) from exc
             raise
     else:
-        docs = profile_local(models, options)
+        docs = profile_local(targets, options)
     summaries = [report.summarize(doc) for doc in docs]
     if args.json:
         out = summaries[0] if len(summaries) == 1 else {"profiles": summaries}

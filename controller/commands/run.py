@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-sync-start", action="store_true", help="let each device start measuring as soon as it "
                    "is prepared (default: all start together once every device is prepared)")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    p.add_argument("--profile", action="store_true", help="also time each op of every model that ran ok, on "
+                   "each device (edgebench profile): <run>/profiles/<device>/<job-id>-profile.json")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         score_outputs,
     )
     from controller.inventory import selected_devices
+    from controller.profile_report import brief
     from controller.report import FleetBoard, console, results_table
     from controller.store import RunStore, run_info
 
@@ -112,18 +115,41 @@ def run(args: argparse.Namespace) -> int:
         store.save_run_info(finished=_now())
     frame = result.results
     code = int(result.exit_code())
+    profiles = _profiles(args, options, result, devices, models, store) if args.profile else None
+    if profiles and code == 0 and any(p["failed"] for p in profiles.values()):
+        code = 1
     store.save_run_info(exit_code=code)
     if args.json:
         doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
                "results": json.loads(frame.to_json(orient="records"))}
+        if profiles is not None:
+            doc["profiles"] = {n: {k: v for k, v in o.items() if k != "summaries"} for n, o in profiles.items()}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return code
     out.print(results_table(frame))
     for name, status in result.failed.items():
         err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
+    for name, outcome in (profiles or {}).items():
+        if outcome["reason"]:
+            err.print(f"[red]profile on {name} failed[/]: {outcome['reason']}", soft_wrap=True)
+        for summary in outcome["summaries"]:
+            out.print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
     out.print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return code
+
+
+def _profiles(args: argparse.Namespace, options, result, devices, models, store) -> dict:
+    """``--profile``: per-op profiles of every model that ran ok, per device, saved in the run folder and
+    recorded in run.json (``profiles``); device -> {"jobs", "failed", "reason", "files", "summaries"}."""
+    from controller.profile_session import ProfileOptions, profile_run
+
+    profile_options = ProfileOptions(runs=args.runs, min_seconds=args.min_seconds, timeout=args.job_timeout,
+                                     inputs=options.eval_data, lock_timeout=args.lock_timeout)
+    outcomes = profile_run(result, devices, models, options.threads, store, profile_options, options.agent_pyz,
+                           options.parallel)
+    store.save_run_info(profiles={n: {k: v for k, v in o.items() if k != "summaries"} for n, o in outcomes.items()})
+    return outcomes
 
 
 def _now() -> str:
