@@ -20,7 +20,7 @@ import os
 import posixpath
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent.job import JobSpec
@@ -47,7 +47,6 @@ class ProfileOptions:
     timeout: float = 600.0  #: deadline of one model's worker (whole model + every op)
     cache: str = CUT_CACHE  #: where the single-op models are kept, per model sha256
     lock_timeout: float | None = None  #: device lock wait (default: the device's lock_timeout)
-    extra: dict[str, Any] = field(default_factory=dict)  #: more JobSpec keys (e.g. input_shapes)
 
     def plan(self, cuts: list[OpCut], files: list[str | None] | None = None) -> dict[str, Any]:
         """The ``JobSpec.profile`` plan for ``cuts`` (``files``: the device's copies, same order)."""
@@ -60,7 +59,7 @@ class ProfileOptions:
         """The profile job of one model (raises agent UsageError for a bad setting)."""
         spec = JobSpec(model=model_path, id=job_id, threads=threads, runtime=self.runtime,
                        xnnpack=self.xnnpack, runs=self.runs, min_seconds=self.min_seconds, timeout=self.timeout,
-                       inputs=inputs, profile=plan, meta=meta, **self.extra)
+                       inputs=inputs, profile=plan, meta=meta)
         spec.validate()
         return spec
 
