@@ -72,10 +72,18 @@ def _cutter_hash() -> str:
         return hashlib.sha256(fh.read()).hexdigest()[:12]
 
 
+_CUT_LOCK = threading.Lock()  #: device threads of one run must not cut the same model at once
+
+
 def cuts_for(model: Any, options: ProfileOptions) -> list[OpCut]:
     """The single-op models of ``model`` (a :class:`~controller.fleet.ModelRef`), cut once per content
-    (and version of the cutter) into ``options.cache/<cutter>/<sha256>/``. Raises InputError / ToolError
-    as :func:`cut_ops`."""
+    (and version of the cutter) into ``options.cache/<cutter>/<sha256>/``. Thread-safe. Raises
+    InputError / ToolError as :func:`cut_ops`."""
+    with _CUT_LOCK:
+        return _cached_cuts(model, options)
+
+
+def _cached_cuts(model: Any, options: ProfileOptions) -> list[OpCut]:
     folder = os.path.join(options.cache, _cutter_hash(), model.sha256)
     index = os.path.join(folder, "cuts.json")
     if os.path.isfile(index):
