@@ -230,22 +230,27 @@ def test_summary_of_a_failed_job_has_no_ops(test_models):
 
 
 @pytest.mark.slow
-def test_run_with_profile_adds_per_op_profiles_to_the_run_folder(test_models, tmp_path, capsys):
+def test_run_with_profile_adds_per_op_profiles_to_the_run_folder(ssh_fleet, test_models, tmp_path, capsys):
     inventory = write_inventory(tmp_path / "devices.yaml", [
-        {"name": "here", "transport": "local", "workdir": str(tmp_path / "here work"), "python": DEVICE_PYTHON}])
+        {"name": "here", "transport": "local", "workdir": str(tmp_path / "here work"), "python": DEVICE_PYTHON},
+        ssh_fleet.entries[1]])
     code = main(["run", str(test_models["cpu_fallback"]), str(test_models["bad_custom_op"]), "--devices",
                  str(inventory), "--out", str(tmp_path / "out"), "--profile", "--json", "--runs", "20",
                  "--min-seconds", "0.3", "--warmup", "1", "--warmup-min-seconds", "0"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 1  # the custom-op model is skipped by the preflight (and so not profiled)
     run_dir = Path(doc["run_dir"])
-    profiles = doc["profiles"]["here"]
-    assert (profiles["jobs"], profiles["failed"], profiles["reason"]) == (1, 0, None)
-    assert profiles["files"] == ["profiles/here/000-cpu_fallback---t1-profile.json"]  # run job id + -profile
-    profile_doc = json.loads((run_dir / profiles["files"][0]).read_text())
-    summary = summarize(profile_doc)
-    assert [o["delegated"] for o in summary["ops"]] == [True, False, True, False, True]
-    print(f"run --profile cpu_fallback: ratio {summary['ratio']:.2f}")
-    assert RATIO_BAND[0] <= summary["ratio"] <= RATIO_BAND[1]
-    assert len(doc["results"]) == 2  # profile jobs are not rows of the run's results
-    assert json.loads((run_dir / "run.json").read_text())["profiles"]["here"]["files"] == profiles["files"]
+    assert sorted(doc["profiles"]) == ["board-1", "here"]
+    ratios = {}
+    for device, profiles in doc["profiles"].items():
+        assert (profiles["jobs"], profiles["failed"], profiles["reason"]) == (1, 0, None)
+        # the run's job id + -profile
+        assert profiles["files"] == [f"profiles/{device}/000-cpu_fallback---t1-profile.json"]
+        summary = summarize(json.loads((run_dir / profiles["files"][0]).read_text()))
+        assert summary["device"] == device
+        assert [o["delegated"] for o in summary["ops"]] == [True, False, True, False, True]
+        ratios[device] = summary["ratio"]
+        assert RATIO_BAND[0] <= summary["ratio"] <= RATIO_BAND[1]
+    print(f"run --profile cpu_fallback ratios: {ratios}")
+    assert len(doc["results"]) == 4  # 2 devices x 2 models: profile jobs are not rows of the results
+    assert sorted(json.loads((run_dir / "run.json").read_text())["profiles"]) == ["board-1", "here"]
