@@ -9,7 +9,7 @@ same worker and after the timed loop:
 2. **The real intermediates**: a second interpreter of the whole model with
    ``experimental_preserve_all_tensors=True`` (and no delegate, so every tensor is kept) runs the job's
    first input sample once; the tensors that feed the single-op models are copied out.
-3. **Each op alone**: the single-op model of each operator (cut by the controller, ``controller.op_cut``)
+3. **Each op alone**: the single-op model of each operator (cut by the controller, ``controller.model.op_cut``)
    is loaded with the job's thread count, with XNNPACK when the op is delegated in the whole model and
    without it when not (so it runs on the kernel it runs on in the whole model), its inputs set to the
    captured tensors, warmed up, and timed with the same loop as the whole model (``agent.measure``):

@@ -19,9 +19,9 @@ from agent.job import JobSpec
 from agent.runner import RunnerOptions, run_job
 from controller.cli import main
 from controller.errors import InputError
-from controller.op_cut import cut_ops
-from controller.profile_report import RATIO_BAND, summarize
-from controller.tflite_model import read_model
+from controller.fleet.profile_view import RATIO_BAND, summarize
+from controller.model.op_cut import cut_ops
+from controller.model.reader import read_model
 from tests.fixtures_fleet import DEVICE_PYTHON, device_entry, write_inventory
 
 RUNTIMES = ("ai-edge-litert", "tflite-runtime")

@@ -45,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from controller import profile_report as report
+    from controller.console import console
     from controller.errors import DeviceError, ExitCode, InputError, NoDeviceError, UsageError
-    from controller.fleet import UNREACHABLE_KINDS, collect_models
-    from controller.profile_session import ProfileOptions, profile_device, profile_local
-    from controller.report import console
+    from controller.fleet import profile_view as report
+    from controller.fleet.group import UNREACHABLE_KINDS
+    from controller.fleet.models import collect_models
+    from controller.fleet.profile import ProfileOptions, profile_device, profile_local
 
     if args.threads < 1 or args.runs < 1 or args.op_runs < 1:
         raise UsageError("--threads, --runs and --op-runs must be >= 1")
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
                              op_runs=args.op_runs, op_min_seconds=args.op_min_seconds, timeout=args.timeout)
     targets = [(position, model, args.threads) for position, model in enumerate(models)]
     if args.device:
-        from controller.fleet import agent_zipapp
-        from controller.inventory import selected_devices
+        from controller.commands.selection import selected_devices
+        from controller.fleet.agent_build import agent_zipapp
 
         args.device, args.tag = [args.device], []
         _, devices = selected_devices(args)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import InputError, ToolError
-from controller.tflite_model import read_model
+from controller.model.reader import read_model
 
 #: operators whose options name other subgraphs: not cut (their bodies would have to come along)
 SUBGRAPH_OPS = frozenset({"IF", "WHILE", "CALL_ONCE", "CALL", "STABLEHLO_COMPOSITE", "STABLEHLO_WHILE",

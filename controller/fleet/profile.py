@@ -1,11 +1,11 @@
 """Run per-op profiles: cut the models here, time them on a device (or on this machine).
 
-For each model: :func:`controller.op_cut.cut_ops` writes its single-op models (once per model content,
+For each model: :func:`controller.model.op_cut.cut_ops` writes its single-op models (once per model content,
 under a cache folder keyed by the model's sha256), a :class:`agent.job.JobSpec` with ``profile`` set
 names them, and the agent times them in a fresh worker with a deadline (:mod:`agent.profile`).
 
 - Without a device the job runs on this machine through :func:`agent.runner.run_job`.
-- With a device it goes through the fleet's :class:`~controller.fleet.DeviceSession` (the same
+- With a device it goes through the fleet's :class:`~controller.fleet.session.DeviceSession` (the same
   connection, agent push, ``info`` and verified pushes as ``edgebench run``): the model and its cuts land
   in the device's content-addressed ``<workdir>/models/<sha256>.tflite`` (what is there is not sent
   again), the jobs run as one ``agent batch`` under the device lock, and the documents come back.
@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.job import JobSpec
 from controller.errors import DeviceError, EdgebenchError
-from controller.op_cut import OpCut, cut_ops
+from controller.model.op_cut import OpCut, cut_ops
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ class ProfileOptions:
 
 def _cutter_hash() -> str:
     """Hash of the cutting code: a changed cutter never serves cuts an older one made."""
-    import controller.op_cut
+    import controller.model.op_cut
 
-    with open(controller.op_cut.__file__, "rb") as fh:
+    with open(controller.model.op_cut.__file__, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:12]
 
 
@@ -76,7 +76,7 @@ _CUT_LOCK = threading.Lock()  #: device threads of one run must not cut the same
 
 
 def cuts_for(model: Any, options: ProfileOptions) -> list[OpCut]:
-    """The single-op models of ``model`` (a :class:`~controller.fleet.ModelRef`), cut once per content
+    """The single-op models of ``model`` (a :class:`~controller.fleet.models.ModelRef`), cut once per content
     (and version of the cutter) into ``options.cache/<cutter>/<sha256>/``. Thread-safe. Raises
     InputError / ToolError as :func:`cut_ops`."""
     with _CUT_LOCK:
@@ -101,7 +101,7 @@ def _cached_cuts(model: Any, options: ProfileOptions) -> list[OpCut]:
 
 def _job_id(position: int, model: Any, threads: int) -> str:
     """The fleet's job id of this model and thread count, with ``-profile``."""
-    from controller.fleet import _job_id as fleet_job_id
+    from controller.fleet.run import _job_id as fleet_job_id
 
     return f"{fleet_job_id(position, model, threads)}-profile"
 
@@ -128,7 +128,8 @@ def profile_device(device: Any, targets: list[Target], options: ProfileOptions, 
     """Profile each (position, model, threads) on ``device`` over its transport; the documents in order.
     Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
     from agent.modelfile import sha256_of
-    from controller.fleet import MODEL_SUFFIX, DeviceSession, pick_runtime
+    from controller.fleet.models import MODEL_SUFFIX
+    from controller.fleet.session import DeviceSession, pick_runtime
 
     session = DeviceSession(device, agent_pyz)
     try:
@@ -170,10 +171,10 @@ def profile_run(result: Any, devices: list[Any], models: list[Any], threads: tup
     model at each thread count whose job was ok there; save the documents to
     ``<run>/profiles/<device>/<job-id>-profile.json``. Devices in parallel (at most ``parallel``).
     Returns device -> {"jobs", "failed", "reason", "files" (relative to the run folder), "summaries"
-    (:func:`controller.profile_report.summarize` of each)}; never raises for a device problem."""
-    from controller.fleet import _job_id as fleet_job_id
-    from controller.profile_report import summarize
-    from controller.store import write_json
+    (:func:`controller.fleet.profile_view.summarize` of each)}; never raises for a device problem."""
+    from controller.fleet.profile_view import summarize
+    from controller.fleet.run import _job_id as fleet_job_id
+    from controller.fleet.store import write_json
 
     frame = result.results
     ok = set()
