@@ -195,7 +195,8 @@ def test_a_missing_model_is_a_usage_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_profile_on_an_ssh_device_pushes_the_cuts_once(ssh_fleet, test_models, tmp_path, capsys):
-    inventory = ssh_fleet.inventory(tmp_path / "devices.yaml")
+    workdir = tmp_path / "board-0 profile work"  # its own: the fleet's workdirs belong to test_run
+    inventory = write_inventory(tmp_path / "devices.yaml", [dict(ssh_fleet.entries[0], workdir=str(workdir))])
     model = str(test_models["cpu_fallback"])
     code, doc = profile_json(capsys, model, "--device", "board-0", "--devices", str(inventory))
     assert code == 0, doc.get("error")
@@ -203,7 +204,7 @@ def test_profile_on_an_ssh_device_pushes_the_cuts_once(ssh_fleet, test_models, t
     assert [o["delegated"] for o in doc["ops"]] == [True, False, True, False, True]
     assert RATIO_BAND[0] <= doc["ratio"] <= RATIO_BAND[1]
     def cached() -> dict:
-        return {p.name: p.stat().st_mtime_ns for p in (ssh_fleet.workdirs["board-0"] / "models").glob("*.tflite")}
+        return {p.name: p.stat().st_mtime_ns for p in (workdir / "models").glob("*.tflite")}
 
     first = cached()
     assert len(first) >= 6  # the model and its five single-op models, content-addressed
@@ -233,7 +234,7 @@ def test_summary_of_a_failed_job_has_no_ops(test_models):
 def test_run_with_profile_adds_per_op_profiles_to_the_run_folder(ssh_fleet, test_models, tmp_path, capsys):
     inventory = write_inventory(tmp_path / "devices.yaml", [
         {"name": "here", "transport": "local", "workdir": str(tmp_path / "here work"), "python": DEVICE_PYTHON},
-        ssh_fleet.entries[1]])
+        dict(ssh_fleet.entries[1], workdir=str(tmp_path / "board-1 work"))])
     code = main(["run", str(test_models["cpu_fallback"]), str(test_models["bad_custom_op"]), "--devices",
                  str(inventory), "--out", str(tmp_path / "out"), "--profile", "--json", "--runs", "20",
                  "--min-seconds", "0.3", "--warmup", "1", "--warmup-min-seconds", "0"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import tempfile
@@ -26,8 +25,6 @@ from typing import Any
 from agent.job import JobSpec
 from controller.errors import DeviceError, EdgebenchError
 from controller.model.op_cut import OpCut, cut_ops
-
-log = logging.getLogger(__name__)
 
 CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
                          "op-cuts")
@@ -124,14 +121,16 @@ def profile_local(targets: list[Target], options: ProfileOptions) -> list[dict[s
     return docs
 
 
-def profile_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str) -> list[dict]:
+def profile_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str,
+                   session: Any = None) -> list[dict]:
     """Profile each (position, model, threads) on ``device`` over its transport; the documents in order.
-    Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
+    ``session``: a :class:`DeviceSession` of ``device`` to use (its owner may close it to stop the work);
+    default a new one. Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
     from agent.modelfile import sha256_of
     from controller.fleet.models import MODEL_SUFFIX
     from controller.fleet.session import DeviceSession, pick_runtime
 
-    session = DeviceSession(device, agent_pyz)
+    session = session or DeviceSession(device, agent_pyz)
     try:
         session.open(subdirs=("models", "data", "profiles"))
         session.ensure_agent()
@@ -165,38 +164,42 @@ def profile_device(device: Any, targets: list[Target], options: ProfileOptions, 
         session.close()
 
 
-def profile_run(result: Any, devices: list[Any], models: list[Any], threads: tuple[int, ...], store: Any,
-                options: ProfileOptions, agent_pyz: str, parallel: int = 8) -> dict[str, dict[str, Any]]:
-    """``edgebench run --profile``: after the fleet run, on every device that finished, profile each
-    model at each thread count whose job was ok there; save the documents to
-    ``<run>/profiles/<device>/<job-id>-profile.json``. Devices in parallel (at most ``parallel``).
-    Returns device -> {"jobs", "failed", "reason", "files" (relative to the run folder), "summaries"
-    (:func:`controller.fleet.profile_view.summarize` of each)}; never raises for a device problem."""
+def profile_run(fleet: Any, devices: list[Any], models: list[Any], threads: tuple[int, ...], store: Any,
+                options: ProfileOptions, agent_pyz: str, parallel: int) -> dict[str, dict[str, Any]]:
+    """``edgebench run --profile``: after the fleet run (``fleet``: its FleetResult), on every device that
+    did not fail, profile each model at each thread count whose job was ok there, through
+    :func:`controller.fleet.group.run_group`; save the documents to
+    ``<run>/profiles/<device>/<job-id>-profile.json``. Returns device -> {"jobs", "failed", "reason",
+    "kind", "files" (relative to the run folder), "summaries"
+    (:func:`controller.fleet.profile_view.summarize` of each)}; never raises for a device problem (nor
+    after Ctrl-C: the devices not finished then say ``interrupted``)."""
+    from controller.fleet.group import run_group
     from controller.fleet.profile_view import summarize
     from controller.fleet.run import _job_id as fleet_job_id
+    from controller.fleet.session import DeviceSession
     from controller.fleet.store import write_json
 
-    frame = result.results
+    frame = fleet.results
     ok = set()
     if frame is not None and len(frame):
         for row in frame[frame["status"] == "ok"][["device", "job_id"]].itertuples(index=False):
             ok.add((row.device, row.job_id))
+    done = [d for d in devices if not fleet.devices[d.name].failed]
+    wanted = {d.name: [(i, m, t) for i, m in enumerate(models) for t in (d.threads or threads)
+                       if (d.name, fleet_job_id(i, m, t)) in ok] for d in done}
+    sessions = {d.name: DeviceSession(d, agent_pyz) for d in done}
 
-    def work(device: Any) -> tuple[str, dict[str, Any]]:
-        wanted = [(i, m, t) for i, m in enumerate(models) for t in (device.threads or threads)
-                  if (device.name, fleet_job_id(i, m, t)) in ok]
-        outcome: dict[str, Any] = {"jobs": len(wanted), "failed": 0, "reason": None, "files": [], "summaries": []}
-        if not wanted:
-            return device.name, outcome
+    def work(device: Any) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"jobs": len(wanted[device.name]), "failed": 0, "reason": None, "kind": None,
+                                   "files": [], "summaries": []}
+        if not wanted[device.name]:
+            return outcome
         try:
-            docs = profile_device(device, wanted, options, agent_pyz)
-        except EdgebenchError as exc:  # device trouble, or a model that cannot be cut: this device's data
-            outcome.update(failed=len(wanted), reason=getattr(exc, "reason", str(exc)))
-            return device.name, outcome
-        except Exception as exc:  # a bug must not take the other devices down; it is recorded
-            log.exception("%s: profile", device.name)
-            outcome.update(failed=len(wanted), reason=f"internal error: {type(exc).__name__}: {exc}")
-            return device.name, outcome
+            docs = profile_device(device, wanted[device.name], options, agent_pyz, sessions[device.name])
+        except DeviceError:
+            raise
+        except EdgebenchError as exc:  # a model that cannot be cut: this device's profile failed with it
+            raise DeviceError(device.name, str(exc), kind="profile") from exc
         folder = store.device_dir("profiles", device.name)
         for doc in docs:
             path = os.path.join(folder, f"{doc['job']['id']}.json")
@@ -204,26 +207,21 @@ def profile_run(result: Any, devices: list[Any], models: list[Any], threads: tup
             outcome["files"].append(os.path.relpath(path, store.root))
             outcome["failed"] += int(doc.get("status") != "ok")
             outcome["summaries"].append(summarize(doc))
-        return device.name, outcome
+        return outcome
 
-    done = [d for d in devices if not result.devices[d.name].failed]
-    outcomes: dict[str, dict[str, Any]] = {}
-    gate = threading.Semaphore(max(1, parallel))
+    def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
+        for session in sessions.values():
+            session.close()
 
-    def run_one(device: Any) -> None:
-        with gate:
-            name, outcome = work(device)
-            outcomes[name] = outcome
-
-    # Daemon threads joined in slices, as in run_fleet: Ctrl-C is not held up by a device; its batch
-    # stops on the device when this process's connections close (--stop-on-stdin-eof).
-    threads_ = [threading.Thread(target=run_one, args=(d,), name=f"profile-{d.name}", daemon=True) for d in done]
-    for thread in threads_:
-        thread.start()
-    for thread in threads_:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
-    return {d.name: outcomes[d.name] for d in done if d.name in outcomes}
+    group = run_group(done, work, parallel=parallel, on_interrupt=stop_all, label="profile")
+    outcomes = {}
+    for name, outcome in group.outcomes.items():
+        if outcome.ok:
+            outcomes[name] = outcome.value
+        else:
+            outcomes[name] = {"jobs": len(wanted[name]), "failed": len(wanted[name]), "reason": outcome.reason,
+                              "kind": outcome.kind, "files": [], "summaries": []}
+    return outcomes
 
 
 def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict]:
@@ -237,14 +235,10 @@ def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict
     argv = [session.agent, "batch", jobs_file, "--out", out, "--lock", posixpath.join(session.workdir, "lock"),
             "--lock-timeout", f"{lock_timeout:g}", "--stop-on-stdin-eof"]
     deadline = lock_timeout + len(jobs) * (options.timeout + 30) + 60
+    # stdin stays open while the batch runs: a controller that dies or gives up stops it on the device.
     result = session.run_python(argv, timeout=deadline, stdin_open=True)
-    if result.exit_code == 4:
-        raise DeviceError(session.device.name, f"busy: another controller holds the device lock and it was not "
-                          f"released within {lock_timeout:g} s; try again later or raise --lock-timeout",
-                          kind="busy")
-    if result.exit_code not in (0, 1):
-        raise DeviceError(session.device.name, f"`agent batch` failed (exit {result.exit_code}): "
-                          f"{result.stderr.strip()[-800:]}", kind="agent")
+    if result.exit_code not in (0, 1):  # 1: some job failed, which is data in its document
+        raise session.agent_failure("batch", result)
     docs = []
     with tempfile.TemporaryDirectory(prefix="edgebench-profile-") as tmp:
         for job in jobs:
