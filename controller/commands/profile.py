@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from agent.job import RUNTIME_CHOICES
+from controller import defaults
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
     p.add_argument("--device", metavar="NAME", help="profile on this device of the fleet file (default: here)")
-    p.add_argument("--devices", metavar="FILE", default="devices.yaml", help="the fleet file (devices.yaml)")
+    p.add_argument("--devices", metavar="FILE", default=defaults.DEVICES_FILE,
+                   help=f"the fleet file (default {defaults.DEVICES_FILE})")
     p.add_argument("--inventory", metavar="FILE", help="read the fleet from an Ansible inventory instead")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, help="runtime on this machine (default auto; on a "
@@ -40,15 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Profile every model; 0 when every profile ran, 1 when one failed, 3 when the device is unreachable."""
+    """Profile every model; 0 when every profile ran, 1 when one failed (or the device did), 3 when the
+    device is unreachable, 130 interrupted (the one rule of :mod:`controller.fleet.group`)."""
     import json
     import os
     import sys
 
     from controller.console import console
-    from controller.errors import DeviceError, ExitCode, InputError, NoDeviceError, UsageError
+    from controller.errors import ExitCode, InputError, UsageError
     from controller.fleet import profile_view as report
-    from controller.fleet.group import UNREACHABLE_KINDS
     from controller.fleet.models import collect_models
     from controller.fleet.profile import ProfileOptions, profile_device, profile_local
 
@@ -66,15 +68,21 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         from controller.commands.selection import selected_devices
         from controller.fleet.agent_build import agent_zipapp
+        from controller.fleet.group import run_group
 
         args.device, args.tag = [args.device], []
         _, devices = selected_devices(args)
-        try:
-            docs = profile_device(devices[0], targets, options, args.agent or agent_zipapp())
-        except DeviceError as exc:
-            if exc.kind in UNREACHABLE_KINDS:
-                raise NoDeviceError(str(exc)) from exc
-            raise
+        from controller.fleet.session import DeviceSession
+
+        session = DeviceSession(devices[0], args.agent or agent_zipapp())
+        group = run_group(devices, lambda device: profile_device(device, targets, options, session=session),
+                          on_interrupt=session.close, label="profile")
+        outcome = group.outcomes[devices[0].name]
+        if not outcome.ok:
+            console(stderr=True).print(f"[red]profile on {outcome.device} failed[/] ({outcome.kind}): "
+                                       f"{outcome.reason}", soft_wrap=True)
+            return int(group.exit_code())
+        docs = outcome.value
     else:
         docs = profile_local(targets, options)
     summaries = [report.summarize(doc) for doc in docs]

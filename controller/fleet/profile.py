@@ -121,11 +121,11 @@ def profile_local(targets: list[Target], options: ProfileOptions) -> list[dict[s
     return docs
 
 
-def profile_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str,
+def profile_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str = "",
                    session: Any = None) -> list[dict]:
     """Profile each (position, model, threads) on ``device`` over its transport; the documents in order.
     ``session``: a :class:`DeviceSession` of ``device`` to use (its owner may close it to stop the work);
-    default a new one. Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
+    default a new one pushing ``agent_pyz``. Raises DeviceError (unreachable, busy, agent ...) as the fleet's session does."""
     from agent.modelfile import sha256_of
     from controller.fleet.models import MODEL_SUFFIX
     from controller.fleet.session import DeviceSession, pick_runtime
