@@ -158,16 +158,17 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:300]}"
 
 
-def profile(plan: dict, runtime: Any, whole: Any, model_path: str, threads: int, xnnpack: bool,
-            input_shapes: dict, in_ios: list, sample: list, model_p50_ms: float) -> dict:
-    """The per-op profile of the module docstring. ``whole`` is the job's allocated interpreter of the
-    whole model; ``sample`` the input values the job ran. Never raises for one op's failure (that op's
-    entry carries ``error``); raises what the runtime raises when the intermediates cannot be captured."""
+def profile(spec: Any, runtime: Any, whole: Any, in_ios: list, sample: list, model_p50_ms: float) -> dict:
+    """The per-op profile of the module docstring for the job ``spec`` (a JobSpec with ``profile`` set).
+    ``whole`` is the job's allocated interpreter of the whole model, ``sample`` the input values it ran,
+    ``model_p50_ms`` its p50. Never raises for one op's failure (that op's entry carries ``error``);
+    raises what the runtime raises when the intermediates cannot be captured."""
+    plan, threads, xnnpack = spec.profile, spec.threads, spec.xnnpack
     settings = {key: plan.get(key, default) for key, default in OP_DEFAULTS.items()}
     delegated, delegate_nodes = delegated_ops(whole)
     entries = plan["ops"]
     wanted = {int(t) for e in entries if e.get("skipped") is None for t in e["inputs"]}
-    feeds = capture(runtime, model_path, threads, input_shapes, in_ios, sample, wanted)
+    feeds = capture(runtime, str(spec.model), threads, spec.input_shapes, in_ios, sample, wanted)
     ops = []
     for entry in entries:  # bounded by the plan
         taken = None if delegated is None else delegated.get(int(entry["index"]))

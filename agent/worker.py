@@ -123,9 +123,8 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
                                f"of {spec.runs} runs")
 
     if spec.profile:
-        doc["profile"] = _guard(lambda: profile.profile(
-            spec.profile, runtime, interpreter, str(spec.model), spec.threads, spec.xnnpack, spec.input_shapes,
-            in_ios, samples.sample(0), stats["p50_ms"]), "the per-op profile", runtime)
+        doc["profile"] = _guard(lambda: profile.profile(spec, runtime, interpreter, in_ios, samples.sample(0),
+                                                        stats["p50_ms"]), "the per-op profile", runtime)
 
     if spec.save_outputs:
         doc["outputs_file"] = _save_outputs(spec.save_outputs, interpreter, in_ios, out_ios, samples, runtime)
