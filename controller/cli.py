@@ -16,7 +16,7 @@ import sys
 from controller import __version__
 from controller.errors import EdgebenchError, ExitCode
 
-COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap")
+COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap", "report", "history")
 
 EPILOG = """exit codes:
   0  everything asked for succeeded
