@@ -143,6 +143,9 @@ def _model_section(data: ReportData, model: str) -> str:
     e = html.escape
     frame = data.frame[data.frame["model"] == model]
     summary = "".join(f"<li>{e(s)}</li>" for s in summary_lines(data, model))
+    if not (frame["status"] == "ok").any():
+        return (f"<section><h2>{e(model)}</h2>{_table(data, model)}<p class=\"empty\">No job of {e(model)} "
+                "produced a result, so there is nothing to plot: see the reasons above.</p></section>")
     figs = [
         _figure(plots.latency_bars(frame), f"{model} latency", "Latency per variant and device: bar = p50, "
                 "whisker = p90", "no successful job"),
