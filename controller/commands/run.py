@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from agent.job import JobSpec
+from controller.commands.history import add_store_argument
 from controller.errors import UsageError
 from controller.inventory import add_selection_arguments
 
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-sync-start", action="store_true", help="let each device start measuring as soon as it "
                    "is prepared (default: all start together once every device is prepared)")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    add_store_argument(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         run_fleet,
         score_outputs,
     )
+    from controller.history.index import check_store_url
     from controller.inventory import selected_devices
     from controller.report import FleetBoard, console, results_table
     from controller.store import RunStore, run_info
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if args.job_timeout <= 0:
         raise UsageError("--job-timeout must be > 0")
+    check_store_url(args.store)
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
     if args.eval:
@@ -113,8 +117,11 @@ def run(args: argparse.Namespace) -> int:
     frame = result.results
     code = int(result.exit_code())
     store.save_run_info(exit_code=code)
+    indexed = index_run(store.root, args.out, args.store)
+    if indexed["error"]:
+        err.print(f"[yellow]warning:[/] {indexed['error']}", soft_wrap=True, highlight=False)
     if args.json:
-        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
+        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code, "history_index": indexed,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
                "results": json.loads(frame.to_json(orient="records"))}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
@@ -124,6 +131,20 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
     out.print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return code
+
+
+def index_run(run_dir: str, out_dir: str, store_url: str | None) -> dict:
+    """Add the finished run to the history index; ``{"rows": n, "error": None}``, or the reason it could
+    not be indexed (the run folder is complete either way; ``edgebench history --rebuild`` adds it)."""
+    from controller.errors import EdgebenchError
+    from controller.history.index import open_index
+
+    try:
+        with open_index(out_dir, store_url) as index:
+            return {"rows": index.add_run(run_dir), "error": None}
+    except EdgebenchError as exc:
+        return {"rows": 0, "error": f"run not added to the history index ({exc}); the run folder is complete: "
+                f"`edgebench history --rebuild --out {out_dir}` adds it later"}
 
 
 def _now() -> str:

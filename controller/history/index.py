@@ -143,22 +143,31 @@ def store_url_of(store_url: str | None) -> str:
     return os.environ.get(STORE_ENV, "")
 
 
+SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+
+
+def check_store_url(store_url: str | None) -> str:
+    """The store URL to use (see :func:`store_url_of`); UsageError when its scheme is not supported."""
+    url = store_url_of(store_url)
+    if url and not url.startswith(SCHEMES):
+        raise UsageError(f"--store {url.split('://')[0]}://...: unsupported; give postgresql://user@host/db "
+                         "(or nothing for the embedded index under <out>/.history/)")
+    return url
+
+
 def open_index(out_dir: str | os.PathLike = "reports", store_url: str | None = None) -> HistoryIndex:
     """The history index of the reports folder ``out_dir``: embedded Parquet files under
     ``<out_dir>/.history/``, or the PostgreSQL database ``store_url`` / ``$EDGEBENCH_STORE``
     (``postgresql://user[:password]@host[:port]/db`` or with ``?host=/socket/dir``). Raises UsageError
     for another scheme and StoreError when the database cannot be reached."""
-    url = store_url_of(store_url)
+    url = check_store_url(store_url)
     if not url:
         from controller.history.parquet_store import ParquetIndex
 
         return ParquetIndex(out_dir)
-    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-        from controller.history.sql_store import SqlIndex
+    from controller.history.sql_store import SqlIndex
 
-        return SqlIndex(url, out_dir)
-    raise UsageError(f"--store {url.split('://')[0]}://...: unsupported; give postgresql://user@host/db "
-                     f"(or nothing for the embedded index under {out_dir}/.history/)")
+    return SqlIndex(url, out_dir)
 
 
 def arrow_schema(columns: dict[str, str], names: list[str] | None = None) -> pa.Schema:
