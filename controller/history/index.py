@@ -99,8 +99,8 @@ class HistoryIndex:
             meta = run_meta(folder)
             mine = index_frame(folder, meta)
             created, run_id = meta["created"], meta["run_id"]
-        wanted = {tuple(r) for r in mine[mine["status"] == "ok"][keys].itertuples(index=False)}
-        if not wanted:
+        wanted = mine[mine["status"] == "ok"][keys].drop_duplicates()
+        if not len(wanted):
             return None
         before = runs[(runs["created"] < created) & (runs["run_id"] != run_id)]
         if kind:
@@ -109,8 +109,7 @@ class HistoryIndex:
             return None
         rows = self.results(keys + ["status", "run_id", "created"], run_id=list(before["run_id"]))
         rows = rows[rows["status"] == "ok"]
-        match = [tuple(r) in wanted for r in rows[keys].itertuples(index=False)]
-        rows = rows[match]
+        rows = rows.merge(wanted.astype({k: rows[k].dtype for k in keys}), on=keys)
         if not len(rows):
             return None
         best = rows.sort_values(["created", "run_id"]).iloc[-1]["run_id"]

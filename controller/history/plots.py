@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 VARIANT_COLORS = {"fp32": "#4C72B0", "fp16": "#DD8452", "dynamic": "#55A868", "int8": "#8172B3"}
 OTHER_COLOR = "#937860"
 DPI = 100
+LABELLED = 16  #: the Pareto view names points up to this many
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -47,6 +48,19 @@ def _groups(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(f"{d} · {t}t" for d, t in zip(frame["device"], frame["threads"])))
 
 
+def _bar_width(groups: list[str], variants: list[str]) -> float:
+    """Inches: room for every bar up to a page's width (12 in), then the bars get thinner."""
+    return min(12.0, max(5.5, 0.5 * len(groups) * max(1, len(variants)) + 2))
+
+
+def _group_ticks(ax, groups: list[str]) -> None:
+    """Group labels under the bars; slanted when there are many."""
+    if len(groups) > 6:
+        ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right", fontsize=8)
+    else:
+        ax.set_xticks(range(len(groups)), groups)
+
+
 def _variants(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["variant"]))
 
@@ -57,7 +71,7 @@ def latency_bars(frame: pd.DataFrame) -> bytes | None:
     if not len(ok):
         return None
     groups, variants = _groups(ok), _variants(ok)
-    fig = _figure(max(5.5, 1.1 * len(groups) * max(1, len(variants)) * 0.45 + 2), 3.4)
+    fig = _figure(_bar_width(groups, variants), 3.4)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
@@ -69,7 +83,7 @@ def latency_bars(frame: pd.DataFrame) -> bytes | None:
             up.append(max(0.0, (row["p90_ms"] if _ok(row["p90_ms"]) else row["p50_ms"]) - row["p50_ms"]))
         ax.bar(xs, p50, width * 0.92, color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant,
                yerr=[[0] * len(up), up], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
-    ax.set_xticks(range(len(groups)), groups)
+    _group_ticks(ax, groups)
     ax.set_ylabel("latency p50 ms (whisker: p90)")
     ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.18))
     _style(ax)
@@ -108,41 +122,51 @@ def speedup_heatmap(frame: pd.DataFrame) -> bytes | None:
 
 def pareto(frame: pd.DataFrame) -> bytes | None:
     """Size x latency x accuracy: one point per ok row (x file size, y p50, colour = variant, marker =
-    device x threads), labelled with its accuracy (top-1, else cosine vs fp32); the size/latency Pareto
-    front of each device x threads drawn as a dashed step line."""
+    device x threads when there are few), each labelled with its accuracy (top-1, else cosine vs fp32)
+    while there are at most LABELLED points; the size/latency Pareto front of each device x threads drawn
+    as a dashed step line (at most 6 of them)."""
     ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna() & frame["model_bytes"].notna()]
     if not len(ok):
         return None
     fig = _figure(6.2, 3.8)
     ax = fig.add_subplot()
-    markers = "osD^vP*X"
-    for g, group in enumerate(_groups(ok)):
-        rows = ok[[f"{d} · {t}t" == group for d, t in zip(ok["device"], ok["threads"])]]
-        sizes = rows["model_bytes"].astype(float) / 1e6
-        colors = [VARIANT_COLORS.get(v, OTHER_COLOR) for v in rows["variant"]]
-        ax.scatter(sizes, rows["p50_ms"], c=colors, marker=markers[g % len(markers)], s=60,
-                   edgecolors="black", linewidths=0.5, label=group, zorder=3)
-        for k, row in enumerate(rows.to_dict("records")):
-            text = row["variant"] + _accuracy_label(row)
-            ax.annotate(text, (row["model_bytes"] / 1e6, row["p50_ms"]), textcoords="offset points",
-                        xytext=(7, 6 if (g + k) % 2 == 0 else -11), fontsize=7.5, color="#333333")
-        front = rows.sort_values(["model_bytes", "p50_ms"])
-        best, xs, ys = math.inf, [], []
-        for size, p50 in zip(front["model_bytes"].astype(float) / 1e6, front["p50_ms"]):
-            if p50 < best:
-                best = p50
-                xs.append(size)
-                ys.append(p50)
-        if len(xs) > 1:
-            ax.step(xs, ys, where="post", color="#999999", linewidth=1, linestyle="--", zorder=1)
+    groups = _groups(ok)
+    few = len(groups) <= 6
+    markers = "osD^vP"
+    keys = [f"{d} · {t}t" for d, t in zip(ok["device"], ok["threads"])]
+    for variant in _variants(ok):
+        mask = (ok["variant"] == variant).to_numpy()
+        rows = ok[mask]
+        for g, group in enumerate(groups if few else ["all"]):
+            sel = rows if not few else rows[[k == group for k, m in zip(keys, mask) if m]]
+            if not len(sel):
+                continue
+            ax.scatter(sel["model_bytes"].astype(float) / 1e6, sel["p50_ms"], c=VARIANT_COLORS.get(variant, OTHER_COLOR),
+                       marker=markers[g % len(markers)] if few else "o", s=60 if few else 25, edgecolors="black",
+                       linewidths=0.5, zorder=3, label=variant if g == 0 else None)
+    if len(ok) <= LABELLED:
+        for k, row in enumerate(ok.to_dict("records")):
+            ax.annotate(row["variant"] + _accuracy_label(row), (row["model_bytes"] / 1e6, row["p50_ms"]),
+                        textcoords="offset points", xytext=(7, 6 if k % 2 == 0 else -11), fontsize=7.5,
+                        color="#333333")
+    if few:
+        for group in groups:
+            front = ok[[k == group for k in keys]].sort_values(["model_bytes", "p50_ms"])
+            best, xs, ys = math.inf, [], []
+            for size, p50 in zip(front["model_bytes"].astype(float) / 1e6, front["p50_ms"]):
+                if p50 < best:
+                    best = p50
+                    xs.append(size)
+                    ys.append(p50)
+            if len(xs) > 1:
+                ax.step(xs, ys, where="post", color="#999999", linewidth=1, linestyle="--", zorder=1)
+            ax.scatter([], [], marker=markers[groups.index(group) % len(markers)], facecolors="white",
+                       edgecolors="black", label=group)
     ax.set_xlabel("model file size MB")
     ax.set_ylabel("latency p50 ms")
     ax.set_ylim(bottom=0)
     ax.set_xlim(left=0, right=float(ok["model_bytes"].max()) / 1e6 * 1.3)
-    legend = ax.legend(frameon=False, fontsize=8, loc="upper left", title="device · threads",
-                       title_fontsize=8)
-    for handle in legend.legend_handles:
-        handle.set_facecolor("#ffffff")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
     _style(ax)
     return _png(fig)
 
@@ -162,7 +186,7 @@ def memory_bars(frame: pd.DataFrame) -> bytes | None:
     if not len(ok):
         return None
     groups, variants = _groups(ok), _variants(ok)
-    fig = _figure(max(5.5, 1.1 * len(groups) * max(1, len(variants)) * 0.45 + 2), 3.0)
+    fig = _figure(_bar_width(groups, variants), 3.0)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
@@ -170,7 +194,7 @@ def memory_bars(frame: pd.DataFrame) -> bytes | None:
         xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
         ax.bar(xs, rows["peak_rss_kb"].astype(float) / 1024, width * 0.92,
                color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant)
-    ax.set_xticks(range(len(groups)), groups)
+    _group_ticks(ax, groups)
     ax.set_ylabel("peak RSS MiB")
     ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.2))
     _style(ax)

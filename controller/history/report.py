@@ -107,12 +107,13 @@ def _history(frame: pd.DataFrame, run_id: str, out_dir: str | os.PathLike,
 
     if not store_url_of(store_url) and not (Path(out_dir) / FOLDER / "runs.parquet").is_file():
         return None
+    keys = list(SERIES_KEYS)
     with open_index(out_dir, store_url) as index:
-        rows = index.results(list(SERIES_KEYS) + ["run_id", "created", "status", "p50_ms"],
-                             model=sorted(set(frame["model"].dropna())))
-    wanted = {tuple(r) for r in frame[list(SERIES_KEYS)].itertuples(index=False)}
-    rows = rows[[tuple(r) in wanted for r in rows[list(SERIES_KEYS)].itertuples(index=False)]]
-    return rows.reset_index(drop=True)
+        rows = index.results(keys + ["run_id", "created", "status", "p50_ms"],
+                             model=sorted(set(frame["model"].dropna())), device=sorted(set(frame["device"])))
+    wanted = frame[keys].drop_duplicates()
+    return rows.merge(wanted.astype({k: rows[k].dtype for k in keys}), on=keys).sort_values(
+        ["created", "run_id"], kind="stable").reset_index(drop=True)
 
 
 def write_report(run_dir: str | os.PathLike, formats: tuple[str, ...] | list[str] = FORMATS,

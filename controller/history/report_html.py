@@ -30,7 +30,7 @@ tr.fp32 td{color:#57606a}tr.notok td{background:#fff5f5}
 .st{font-weight:600}.st.ok{color:#1a7f37}.st.bad{color:#cf222e}
 .up{color:#cf222e}.down{color:#1a7f37}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:18px 28px;margin-top:14px;align-items:start}
-figure{margin:0;max-width:100%}figure img{max-width:100%;height:auto;display:block}
+figure{margin:0;max-width:100%}figure.wide{grid-column:1/-1}figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:12.5px;color:#57606a;margin-top:2px}
 .empty{color:#57606a;font-style:italic;font-size:13px}
 .summary{margin:4px 0 8px 18px;padding:0;font-size:14px}
@@ -135,7 +135,9 @@ def _figure(png: bytes | None, alt: str, caption: str, empty: str) -> str:
     if png is None:
         return f'<p class="empty">{html.escape(caption)}: {html.escape(empty)}</p>'
     src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{html.escape(alt)}" src="{src}">'
+    wide = int.from_bytes(png[16:20], "big") > 700  # PNG IHDR width: a wide plot spans both columns
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><img alt="{html.escape(alt)}" src="{src}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
