@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from controller.errors import EdgebenchError, ExitCode, UsageError
+from controller.errors import EdgebenchError, ExitCode, ToolError, UsageError
 from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, index_frame, resolve_run, run_meta
 
 STORE_ENV = "EDGEBENCH_STORE"
@@ -158,12 +158,19 @@ def open_index(out_dir: str | os.PathLike = "reports", store_url: str | None = N
     """The history index of the reports folder ``out_dir``: embedded Parquet files under
     ``<out_dir>/.history/``, or the PostgreSQL database ``store_url`` / ``$EDGEBENCH_STORE``
     (``postgresql://user[:password]@host[:port]/db`` or with ``?host=/socket/dir``). Raises UsageError
-    for another scheme and StoreError when the database cannot be reached."""
+    for another scheme, ToolError when the ``postgres`` extra is not installed and StoreError when the
+    database cannot be reached."""
     url = check_store_url(store_url)
     if not url:
         from controller.history.parquet_store import ParquetIndex
 
         return ParquetIndex(out_dir)
+    try:
+        import psycopg  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError as exc:
+        raise ToolError(f"--store postgresql://... needs SQLAlchemy and psycopg ({exc}); install the extra: "
+                        "pip install 'edgebench[postgres]'") from exc
     from controller.history.sql_store import SqlIndex
 
     return SqlIndex(url, out_dir)
