@@ -32,15 +32,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
-from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS  # noqa: E402
-from controller.history.index import open_index, to_arrow  # noqa: E402
-from controller.history.parquet_store import FOLDER  # noqa: E402
-from controller.store import RunStore  # noqa: E402
+from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS
+from controller.history.index import open_index, to_arrow
+from controller.history.parquet_store import FOLDER
+from controller.store import RunStore
 
 DEVICES = [f"dev-{i}" for i in range(8)]
 MODELS = ["mobilenet", "kws"]

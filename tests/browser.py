@@ -45,7 +45,8 @@ class Browser:
 
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self._log, pass_fds=(3, 4), preexec_fn=child_fds)
+                                     stderr=self._log, pass_fds=(3, 4),
+                                     preexec_fn=child_fds)  # noqa: PLW1509 - only dup2 before exec
         os.close(high_r)
         os.close(high_w)
         self._buffer = b""

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -84,7 +85,7 @@ def start_postgres() -> PostgresServer:
         except psycopg.OperationalError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 server.stop()
-                text = open(log, errors="replace").read()[-2000:]
+                text = Path(log).read_text(errors="replace")[-2000:]
                 shutil.rmtree(root, ignore_errors=True)
                 raise RuntimeError(f"postgres did not start: {text}") from None
             time.sleep(0.2)

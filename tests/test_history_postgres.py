@@ -14,7 +14,6 @@ import pytest
 
 from controller.history.index import StoreError, open_index
 from tests.fixtures_history import DEMO, FAST, clone_run, local_devices, run_cli
-from tests.fixtures_postgres import postgres, pg_database  # noqa: F401  (real server)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

@@ -107,7 +107,7 @@ def test_trend_plot_appears_once_the_history_is_indexed(history_runs, tmp_path):
         images = browser.evaluate("[...document.images].map(i => [i.alt, i.naturalWidth])")
         caption = browser.evaluate("[...document.querySelectorAll('figcaption')].map(e => e.textContent)")
     assert ["demo trend"] == [a for a, w in images if a.endswith("trend") and w > 300]
-    assert any("3 runs" in c for c in caption)
+    assert any("the last 3 runs" in c for c in caption)
 
 
 def test_flags_from_the_run_are_shown_and_drift_is_computed_when_the_run_has_none(history_runs, tmp_path):

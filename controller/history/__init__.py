@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def load_history(*args: Any, **kwargs: Any):  # noqa: ANN201 - documented in controller.history.api
+def load_history(*args: Any, **kwargs: Any):
     """See :func:`controller.history.api.load_history` (imported lazily: pandas is heavy)."""
     from controller.history.api import load_history as _load
 

@@ -211,4 +211,4 @@ def to_arrow(frame: pd.DataFrame, columns: dict[str, str]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-__all__ = ["HistoryIndex", "StoreError", "open_index", "store_url_of", "RUN_COLUMNS", "INDEX_COLUMNS"]
+__all__ = ["INDEX_COLUMNS", "RUN_COLUMNS", "HistoryIndex", "StoreError", "open_index", "store_url_of"]

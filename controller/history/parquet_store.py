@@ -46,7 +46,7 @@ class ParquetIndex(HistoryIndex):
     def _locked(self, exclusive: bool) -> Iterator[None]:
         try:
             (self.root / "parts").mkdir(parents=True, exist_ok=True)
-            fh = open(self.root / "lock", "a+b")
+            fh = open(self.root / "lock", "a+b")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
             raise StoreError(f"cannot use the history index {self.root}: {exc}; check --out") from exc
         with fh:

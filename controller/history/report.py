@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from controller.errors import InputError
 
 FORMATS = ("html", "md", "csv")
+TREND_RUNS = 60  #: trend lines show this run and the indexed runs before it, at most this many
 
 #: (column, header, formatter name) of the tables, in order. ``p50_vs_baseline`` only with a baseline.
 TABLE = (
@@ -63,10 +64,8 @@ def load(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
          out_dir: str | os.PathLike | None = None, store_url: str | None = None) -> ReportData:
     """Read the run (and the baseline run, and the history of its series when an index exists).
     Raises InputError when ``run_dir`` or ``baseline`` is not a run folder."""
-    from controller.history.frame import resolve_run, run_meta
+    from controller.history.frame import report_frame, resolve_run, run_meta
     from controller.store import load_results
-
-    from controller.history.frame import report_frame
 
     run_dir = resolve_run(run_dir, out_dir or "reports")
     meta = run_meta(run_dir)
@@ -100,7 +99,7 @@ def _vs_baseline(frame: pd.DataFrame, base: pd.DataFrame) -> list[float | None]:
 def _history(frame: pd.DataFrame, run_id: str, out_dir: str | os.PathLike,
              store_url: str | None) -> pd.DataFrame | None:
     """Index rows of the series this run belongs to (same device, model, variant, threads and device
-    fingerprint), or None when there is no index to read."""
+    fingerprint) in the last TREND_RUNS indexed runs up to this one, or None when there is no index."""
     from controller.history.frame import SERIES_KEYS
     from controller.history.index import open_index, store_url_of
     from controller.history.parquet_store import FOLDER
@@ -109,7 +108,12 @@ def _history(frame: pd.DataFrame, run_id: str, out_dir: str | os.PathLike,
         return None
     keys = list(SERIES_KEYS)
     with open_index(out_dir, store_url) as index:
-        rows = index.results(keys + ["run_id", "created", "status", "p50_ms"],
+        runs = index.runs()
+        mine = runs[runs["run_id"] == run_id]
+        if len(mine):
+            runs = runs[runs["created"] <= mine["created"].iloc[0]]
+        recent = list(runs["run_id"].tail(TREND_RUNS))
+        rows = index.results(keys + ["run_id", "created", "status", "p50_ms"], run_id=recent,
                              model=sorted(set(frame["model"].dropna())), device=sorted(set(frame["device"])))
     wanted = frame[keys].drop_duplicates()
     return rows.merge(wanted.astype({k: rows[k].dtype for k in keys}), on=keys).sort_values(

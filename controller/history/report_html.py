@@ -164,7 +164,7 @@ def _model_section(data: ReportData, model: str) -> str:
                     "<code>edgebench history --rebuild</code>).</p>")
     else:
         figs.append(_figure(plots.trend_lines(history, data.run_id), f"{model} trend",
-                            f"p50 over the history of these jobs ({history['run_id'].nunique()} runs; "
+                            f"p50 over the history of these jobs (the last {history['run_id'].nunique()} runs; "
                             "this run ringed)", "only this run so far — trend lines appear with the next one"))
     return (f"<section><h2>{e(model)}</h2><ul class=\"summary\">{summary}</ul>{_table(data, model)}"
             f"<div class=\"figs\">{''.join(figs)}</div></section>")

@@ -9,7 +9,7 @@ over a million rows stays close to reading the Parquet file itself.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,7 +31,11 @@ class Series:
     key: dict[str, Any]
     values: np.ndarray  #: float64, one per ok run
     created: np.ndarray  #: datetime64[us] (UTC), same length
-    run_ids: list[str] = field(default_factory=list)
+    run_id_array: Any = None  #: the run ids (a pyarrow string array, turned into str only when asked)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [] if self.run_id_array is None else self.run_id_array.to_pylist()
 
     @property
     def latest(self) -> float:
@@ -74,7 +78,9 @@ def build_series(table: pa.Table, metric: str) -> list[Series]:
     table = table.filter(pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table[metric])))
     if table.num_rows == 0:
         return []
-    table = table.sort_by([("created", "ascending"), ("run_id", "ascending")])
+    created_col = table["created"]
+    if table.num_rows > 1 and not pc.all(pc.greater_equal(created_col.slice(1), created_col.slice(0, table.num_rows - 1))).as_py():
+        table = table.sort_by([("created", "ascending"), ("run_id", "ascending")])  # the index is usually in order
     grouped = table.group_by(list(SERIES_KEYS), use_threads=False).aggregate(
         [(metric, "list"), ("created", "list"), ("run_id", "list")])
     grouped = grouped.sort_by([(k, "ascending") for k in SERIES_KEYS])
@@ -83,13 +89,14 @@ def build_series(table: pa.Table, metric: str) -> list[Series]:
     run_ids = grouped["run_id_list"].combine_chunks()
     flat_values = values.flatten().cast(pa.float64()).to_numpy(zero_copy_only=False)
     flat_created = created.flatten().cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
+    flat_run_ids = run_ids.flatten()
     offsets = values.offsets.to_numpy()
     keys = {k: grouped[k].to_pylist() for k in SERIES_KEYS}
     out = []
     for i in range(grouped.num_rows):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
         out.append(Series({k: keys[k][i] for k in SERIES_KEYS}, np.asarray(flat_values[lo:hi]),
-                          flat_created[lo:hi], run_ids[i].values.to_pylist()))
+                          flat_created[lo:hi], flat_run_ids.slice(lo, hi - lo)))
     return out
 
 

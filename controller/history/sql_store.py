@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, index_frame, run_folders, run_meta
+from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, run_folders
 from controller.history.index import HistoryIndex, StoreError, arrow_schema, to_arrow
 
 RUNS_TABLE = "edgebench_runs"

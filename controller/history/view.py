@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def runs_table(runs: pd.DataFrame) -> Table:
         exit_code = row.get("exit_code")
         devices = len([f for f in str(row.get("fingerprints") or "").split(",") if f])
         table.add_row(str(row["run_id"]), str(row["created"])[:19], str(row["kind"]), str(row["rows"]),
-                      "-" if exit_code is None or exit_code != exit_code else str(int(exit_code)), str(devices),
+                      "-" if exit_code is None or math.isnan(exit_code) else str(int(exit_code)), str(devices),
                       str(row["path"]))
     return table
 
