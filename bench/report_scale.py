@@ -137,6 +137,21 @@ g = t.group_by(["device", "model", "variant", "threads", "device_fingerprint"], 
 print(g.num_rows)
 """
 
+REPORT_FLOOR = """
+import sys, pyarrow.parquet as pq, pyarrow.compute as pc
+folder = sys.argv[1]
+runs = pq.read_table(folder + "/runs.parquet", columns=["run_id", "created"]).sort_by("created")
+recent = runs["run_id"].slice(max(0, runs.num_rows - 60))
+keys = ["device", "model", "variant", "threads", "device_fingerprint"]
+files = [folder + "/results.parquet"] + sys.argv[2:]
+expression = pc.field("run_id").isin(recent) & pc.field("model").isin(["kws", "mobilenet"])
+import pyarrow as pa
+t = pa.concat_tables([pq.read_table(f, columns=keys + ["run_id", "created", "status", "p50_ms"], filters=expression)
+                      for f in files])
+g = t.group_by(keys, use_threads=False).aggregate([("p50_ms", "list"), ("created", "list")])
+print(g.num_rows)
+"""
+
 COMPARE_FLOOR = """
 import sys, pyarrow.parquet as pq
 for path in sys.argv[1:3]:
@@ -193,8 +208,8 @@ def main() -> int:
         floor = [py, "-c", HISTORY_FLOOR.replace("FILTER", "None"), index_file]
         floor_one = [py, "-c", HISTORY_FLOOR.replace(
             "FILTER", "(pc.field('device') == 'dev-3') & (pc.field('variant') == 'int8')"), index_file]
-        floor_report = [py, "-c", HISTORY_FLOOR.replace(
-            "FILTER", "pc.field('model').isin(['kws', 'mobilenet'])"), index_file]
+        parts = [str(p) for p in sorted((out / FOLDER / "parts").glob("*.parquet"))]
+        floor_report = [py, "-c", REPORT_FLOOR, str(out / FOLDER), *parts]
         cli = [py, "-m", "controller"]
         results = {
             "history": measure("history", cli + ["history", "--out", str(out)], floor, env),
@@ -214,7 +229,8 @@ def main() -> int:
         doc = {"rows": rows, "runs": synthetic_runs + 2, "jobs_per_run": len(jobs()),
                "samples_per_job_in_the_compared_pair": SAMPLES_PER_JOB, "rounds": ROUNDS, "results": results,
                "floor": "a bare python script: pyarrow reads the same Parquet and does the same group-by "
-                        "(series keys for history/report, job for compare)",
+                        "(history: every row by series; report: the rows of the last 60 runs of the run's "
+                        "models by series, as its trend lines do; compare: both runs' samples by job)",
                "machine": {"cpu_count": os.cpu_count(), "arch": platform.machine(),
                            "python": platform.python_version()},
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
