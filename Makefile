@@ -42,6 +42,7 @@ agent: dist/edgebench-agent.pyz
 
 demo: $(VENV)/.stamp dist/edgebench-agent.pyz
 	$(BIN)/edgebench run models/demo
+	$(BIN)/edgebench report --last
 
 test: $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -232,7 +232,8 @@ def main() -> int:
                         "(history: every row by series; report: the rows of the last 60 runs of the run's "
                         "models by series, as its trend lines do; compare: both runs' samples by job)",
                "machine": {"cpu_count": os.cpu_count(), "arch": platform.machine(),
-                           "python": platform.python_version()},
+                           "python": platform.python_version(),
+                           "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},  # other work on the box
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         OUT.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = OUT.with_suffix(".json.tmp")
