@@ -120,9 +120,18 @@ def test_flags_from_the_run_are_shown_and_drift_is_computed_when_the_run_has_non
     assert "⚠ int8" not in md.read_text()  # flags are per job line:
     assert "local demo int8 t1: **noisy, throttled**" in md.read_text()
     assert '<span class="flag throttled">throttled</span>' in html.read_text()
-    # An older run folder has no flags column: drift comes from the accuracy vs fp32 thresholds.
-    run = copy_run(history_runs.runs[1], tmp_path / "drifted")
+    # The fleet's own drift verdict (with the run's thresholds) is shown with its reasons.
+    run = copy_run(history_runs.runs[1], tmp_path / "fleet-drift")
     frame = pd.read_parquet(run / "results.parquet")
+    fp16 = frame["variant"] == "fp16"
+    frame.loc[fp16, "drift"] = True
+    frame.loc[fp16, "drift_reasons"] = "cosine 0.9500 to fp32 < 0.99"
+    frame.to_parquet(run / "results.parquet", index=False)
+    (md,) = write_report(run, ("md",))
+    assert "local demo fp16 t1: **drift** — cosine 0.9500 to fp32 < 0.99" in md.read_text()
+    # An older run folder has no flags and no drift column: drift comes from the default thresholds.
+    run = copy_run(history_runs.runs[1], tmp_path / "drifted")
+    frame = pd.read_parquet(run / "results.parquet").drop(columns=["drift", "drift_reasons"])
     frame.loc[frame["variant"] == "fp16", "cosine_vs_fp32"] = 0.95
     frame.to_parquet(run / "results.parquet", index=False)
     (md,) = write_report(run, ("md",))

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.history.frame import SERIES_KEYS
     from controller.history.index import open_index
     from controller.history.series import build_series, check_metric
-    from controller.report import console
+    from controller.console import console
 
     metric = check_metric(args.metric)
     if args.limit < 1:

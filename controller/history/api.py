@@ -35,7 +35,7 @@ def load_history(out_dir: str | os.PathLike = "reports", *, run: str | os.PathLi
     from controller.history.index import open_index
 
     if run is not None:
-        from controller.store import load_results
+        from controller.fleet.store import load_results
 
         frame = report_frame(load_results(str(resolve_run(run, out_dir))))
         for name, value in (("device", device), ("model", model), ("variant", variant), ("threads", threads)):

@@ -1,6 +1,6 @@
 """Run folders as tables: the rows the history index holds and the derived columns of a report.
 
-A run folder (:mod:`controller.store`) stays the source of truth; this module only reads it through
+A run folder (:mod:`controller.fleet.store`) stays the source of truth; this module only reads it through
 the store's own functions and adds what the history and the reports need:
 
 * :data:`INDEX_COLUMNS` — the fixed, typed columns of the history index (the result columns every
@@ -9,7 +9,8 @@ the store's own functions and adds what the history and the reports need:
   Parquet file have the same schema.
 * :func:`report_frame` — per row: coefficient of variation, size ratio vs fp32, and ``flags`` (noisy,
   throttled, drift, partial ... as stored by the run, plus ``noisy`` from the timing and ``drift``
-  from :func:`controller.accuracy.drift_flag` when the run did not store flags itself).
+  from the run's own ``drift`` column (computed at run time with the run's thresholds), or for older run
+  folders from :func:`controller.variants.scoring.drift_flag` with the default thresholds).
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def flag_list(value: Any) -> list[str]:
 
 def index_frame(run_dir: str | os.PathLike, meta: dict[str, Any]) -> pd.DataFrame:
     """The run's result rows with exactly :data:`INDEX_COLUMNS` (``flags`` comma-joined; columns the run
-    lacks are null). Reads results.parquet through :func:`controller.store.load_results`."""
-    from controller.store import load_results
+    lacks are null). Reads results.parquet through :func:`controller.fleet.store.load_results`."""
+    from controller.fleet.store import load_results
 
     results = report_frame(load_results(str(run_dir)))
     results["created"] = meta["created"]
@@ -149,12 +150,13 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
     * ``cv`` — std / mean of the latency samples (None when either is missing or mean is 0);
     * ``size_ratio_vs_fp32`` — model bytes / the fp32 variant's bytes of the same model;
     * ``flags`` — comma-joined, sorted: the run's own ``flags`` column when present, plus ``noisy`` when
-      the ``noisy`` column says so, plus ``drift`` (accuracy vs fp32 past
-      :class:`controller.accuracy.Thresholds`) when the run stored no flags itself.
+      the ``noisy`` column says so, plus ``drift`` when the run's ``drift`` column says so (older run
+      folders without it: accuracy vs fp32 past the default
+      :class:`controller.variants.scoring.Thresholds`).
     """
     import pandas as pd
 
-    from controller.accuracy import Thresholds, drift_flag
+    from controller.variants.scoring import Thresholds, drift_flag
 
     frame = results.copy()
     mean = pd.to_numeric(frame.get("mean_ms"), errors="coerce")
@@ -167,13 +169,17 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
         _ratio(b, fp32_bytes.get(m)) for b, m in zip(pd.to_numeric(frame["model_bytes"], errors="coerce"),
                                                       frame["model"])]
     has_flags = "flags" in frame.columns
+    has_drift = "drift" in frame.columns  # the fleet's own verdict, with the run's thresholds
     thresholds = Thresholds()
     flags = []
     for row in frame.to_dict("records"):
         found = set(flag_list(row.get("flags"))) if has_flags else set()
         if row.get("noisy") is True:
             found.add("noisy")
-        if not has_flags and row.get("variant") != "fp32":
+        if has_drift:
+            if row.get("drift") is True or row.get("drift") == 1:
+                found.add("drift")
+        elif not has_flags and row.get("variant") != "fp32":
             base = fp32_top1.get((row["device"], row["model"], row["threads"]))
             drop = (base - row["top1"]) * 100 if _num(base) and _num(row.get("top1")) else None
             cosine = row.get("cosine_vs_fp32") if _num(row.get("cosine_vs_fp32")) else None

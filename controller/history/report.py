@@ -65,7 +65,7 @@ def load(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
     """Read the run (and the baseline run, and the history of its series when an index exists).
     Raises InputError when ``run_dir`` or ``baseline`` is not a run folder."""
     from controller.history.frame import report_frame, resolve_run, run_meta
-    from controller.store import load_results
+    from controller.fleet.store import load_results
 
     run_dir = resolve_run(run_dir, out_dir or "reports")
     meta = run_meta(run_dir)
@@ -128,7 +128,7 @@ def write_report(run_dir: str | os.PathLike, formats: tuple[str, ...] | list[str
     ``out_dir`` / ``store_url``: where the history index is (default: the run folder's parent, embedded).
     Raises InputError for an unknown format or a folder that is not a run, StoreError when a given
     store cannot be read."""
-    from controller.store import atomic_write
+    from controller.fleet.store import atomic_write
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -162,7 +162,7 @@ def columns(data: ReportData) -> list[tuple[str, str, str]]:
 
 def cell(value: Any, kind: str) -> str:
     """One table cell as text ("-" for missing)."""
-    from controller.report import human_bytes
+    from controller.fleet.view import human_bytes
 
     if not _present(value) or value == "":
         return "-"
@@ -229,7 +229,7 @@ def render_markdown(data: ReportData) -> str:
         lines.append(f"**{len(flagged)} job(s) flagged:**")
         for row in flagged.to_dict("records"):
             lines.append(f"- ⚠ {row['device']} {row['model']} {row['variant']} t{row['threads']}: "
-                         f"**{row['flags'].replace(',', ', ')}**")
+                         f"**{row['flags'].replace(',', ', ')}**{_md(why(row))}")
         lines.append("")
     cols = columns(data)
     for model in data.models():
@@ -262,6 +262,14 @@ def render_csv(data: ReportData) -> str:
             frame[name] = frame[name].map(lambda v: ",".join(map(str, v)) if hasattr(v, "__iter__")
                                           and not isinstance(v, str) else v)
     return frame.to_csv(index=False)
+
+
+def why(row: dict[str, Any]) -> str:
+    """' — <the run's drift reasons>' for a drifted row that has them, else ''."""
+    reasons = row.get("drift_reasons")
+    if "drift" in str(row.get("flags") or "").split(",") and isinstance(reasons, str) and reasons:
+        return f" — {reasons}"
+    return ""
 
 
 def _md(text: str) -> str:

@@ -8,7 +8,7 @@ import html
 from typing import Any
 
 from controller.history import plots
-from controller.history.report import ReportData, cell, columns, summary_lines
+from controller.history.report import ReportData, cell, columns, summary_lines, why
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
@@ -94,7 +94,8 @@ def _alerts(data: ReportData) -> str:
                         for r in failed.to_dict("records"))
         out.append(f'<div class="box bad"><b>{len(failed)} job(s) did not produce a result</b><ul>{items}</ul></div>')
     if len(flagged):
-        items = "".join(f"<li>{_job(r)}: {_flags(r['flags'])}</li>" for r in flagged.to_dict("records"))
+        items = "".join(f"<li>{_job(r)}: {_flags(r['flags'])}{html.escape(why(r))}</li>"
+                        for r in flagged.to_dict("records"))
         out.append(f'<div class="box warn"><b>{len(flagged)} job(s) flagged</b> — noisy: timing spread ≥ 10 %; '
                    f"throttled: the device heated up; drift: accuracy vs fp32 past its threshold; partial: not "
                    f"every sample was measured<ul>{items}</ul></div>")

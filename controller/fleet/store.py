@@ -40,9 +40,12 @@ RESULT_COLUMNS = (
     "error", "error_kind", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "count",
     "init_ms", "first_inference_ms", "peak_rss_kb", "rss_after_init_kb", "model_bytes", "model_sha256",
     "arch", "cpu_model", "cpu_count", "delegates", "noisy", "speedup_vs_fp32", "top1", "cosine_vs_fp32",
-    "max_abs_vs_fp32", "rmse_vs_fp32", "device_fingerprint",
+    "max_abs_vs_fp32", "rmse_vs_fp32", "device_fingerprint", "top1_drop_points", "worst_output", "drift",
+    "drift_reasons",
 )
-ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32")
+#: filled by controller.fleet.accuracy from the saved outputs (controller.variants.scoring.score)
+ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32", "top1_drop_points",
+                    "worst_output", "drift", "drift_reasons")
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -70,6 +73,21 @@ def atomic_write(path: str, data: bytes) -> None:
 def write_json(path: str, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic_write(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))
+
+
+def check_document(doc: Any, where: str) -> dict[str, Any]:
+    """Return ``doc`` when this controller can read it: a JSON object whose ``schema_version`` is not
+    newer than the agent schema it knows (``agent.schema.SCHEMA_VERSION``). Raises InputError naming
+    ``where`` and the fix otherwise (a newer agent than this controller: upgrade edgebench)."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: not a result document (a JSON object was expected)")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(f"{where}: result document without an integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise InputError(f"{where}: result schema version {version} is newer than this controller reads "
+                         f"({SCHEMA_VERSION}); upgrade edgebench on this machine")
+    return doc
 
 
 def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +207,9 @@ class RunStore:
             write_json(self.path("run.json"), self.run_info)
 
     def save_result(self, device: str, doc: dict[str, Any]) -> str:
-        """Save one result document under results/<device>/<job-id>.json; return its path."""
+        """Save one result document under results/<device>/<job-id>.json; return its path. Raises
+        InputError for a document this controller cannot read (:func:`check_document`)."""
+        check_document(doc, f"result from {device}")
         job_id = (doc.get("job") or {}).get("id") or "job"
         path = os.path.join(self.device_dir("results", device), f"{job_id}.json")
         write_json(path, doc)
@@ -210,8 +230,9 @@ class RunStore:
             folder = os.path.join(results, device)
             for name in sorted(os.listdir(folder)):
                 if name.endswith(".json") and not name.startswith("."):  # temp files start with a dot
-                    with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                        yield device, json.load(fh)
+                    path = os.path.join(folder, name)
+                    with open(path, encoding="utf-8") as fh:
+                        yield device, check_document(json.load(fh), path)
 
     def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(result rows, sample rows) from everything saved so far."""

@@ -12,7 +12,7 @@ calibration is explicitly ``"random"`` (recorded in the manifest, warned about b
 
 ``compat_runtime`` ("2.14") asks the TF converter for ops that runtime loads: below 2.17 dense layers
 are quantized per tensor (per-channel dynamic-range FULLY_CONNECTED is v12, new in 2.17), and every
-variant is checked with :func:`controller.compat.check` against ``tflite-runtime <version>``.
+variant is checked with :func:`controller.model.compat.check` against ``tflite-runtime <version>``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,9 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from controller import compat
-from controller import manifest as mf
-from controller.convert_data import (
+from controller import defaults
+from controller.errors import InputError, ToolError, UsageError
+from controller.model import compat
+from controller.model.reader import ModelInfo, read_model, read_model_bytes
+from controller.variants import manifest as mf
+from controller.variants.backends import Backend, QuantizerBackend, TFBackend
+from controller.variants.calibration import (
     RANDOM,
     SampleSet,
     load_calibration,
@@ -40,8 +43,6 @@ from controller.convert_data import (
     random_calibration,
     single_input,
 )
-from controller.errors import InputError, ToolError, UsageError
-from controller.tflite_model import ModelInfo, read_model, read_model_bytes
 
 VARIANTS = mf.VARIANTS
 IO_CHOICES = ("float", "int8", "uint8")
@@ -65,8 +66,8 @@ class ConvertOptions:
     compat_runtime: str | None = None  #: e.g. "2.14": make variants tflite-runtime 2.14 loads
     eval: Path | None = None  #: labelled .npz: run every variant on this machine and compare
     seed: int = 0
-    top1_drop: float = 2.0  #: flag a variant whose top-1 is more than this many points below fp32
-    min_cosine: float = 0.99  #: flag a variant whose mean cosine similarity to fp32 is below this
+    top1_drop: float = defaults.TOP1_DROP  #: flag a variant whose top-1 is more than this many points below fp32
+    min_cosine: float = defaults.MIN_COSINE  #: flag a variant whose mean cosine similarity to fp32 is below this
     runtime: str = "auto"  #: runtime of the eval runs
 
     def validate(self) -> None:
@@ -98,7 +99,7 @@ class ConvertOptions:
 class ConvertResult:
     manifest: mf.Manifest
     compat: dict[str, compat.Compat] = field(default_factory=dict)  #: per variant, with compat_runtime
-    accuracy: Any = None  #: controller.accuracy.AccuracyReport when --eval was given
+    accuracy: Any = None  #: controller.variants.evaluate.AccuracyReport when --eval was given
     warnings: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  #: variant -> why the tool could not make it
 
@@ -148,7 +149,7 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         raise UsageError(f"--io {options.io}: for an fp32 .tflite source ai-edge-quantizer makes int8 I/O "
                          "only; use --io int8, or convert from the Keras/SavedModel source")
 
-    backend: _Backend = _TFBackend(src, kind, options) if kind != "tflite" else _QuantizerBackend(src, options)
+    backend: Backend = TFBackend(src, kind, options) if kind != "tflite" else QuantizerBackend(src, options)
     with _stdout_to_stderr():
         fp32_bytes = backend.fp32()
     fp32_info = read_model_bytes(fp32_bytes, name=f"{name}.fp32.tflite")
@@ -220,16 +221,17 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         result.warnings.append("int8 was calibrated on random data (--calibration random): its accuracy "
                                "says nothing about real inputs")
     if eval_set is not None:
-        from controller import accuracy
+        from controller.variants import evaluate as accuracy
+        from controller.variants.scoring import Thresholds
 
-        thresholds = accuracy.Thresholds(top1_drop=options.top1_drop, min_cosine=options.min_cosine)
+        thresholds = Thresholds(top1_drop=options.top1_drop, min_cosine=options.min_cosine)
         result.accuracy = accuracy.evaluate(manifest, thresholds=thresholds, runtime=options.runtime,
                                             progress=say)
         accuracy.save(result.accuracy, out / "accuracy.json")
     return result
 
 
-def _variant_entry(variant: str, path: Path, info: ModelInfo, backend: _Backend, options: dict,
+def _variant_entry(variant: str, path: Path, info: ModelInfo, backend: Backend, options: dict,
                    calibration: SampleSet | None) -> mf.Variant:
     return mf.Variant(
         name=variant, file=path.name, path=path, sha256=info.sha256, bytes=info.bytes,
@@ -261,7 +263,7 @@ def _source_sha256(src: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from controller.store import atomic_write
+    from controller.fleet.store import atomic_write
 
     atomic_write(str(path), data)
 
@@ -280,171 +282,3 @@ def _stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-
-
-class _Backend:
-    def fp32(self) -> bytes:
-        raise NotImplementedError
-
-    def fp32_options(self) -> dict:
-        raise NotImplementedError
-
-    def variant(self, variant: str, calibration: SampleSet | None, say: ProgressFn) -> tuple[bytes, dict]:
-        raise NotImplementedError
-
-    def converter_record(self, variant: str) -> dict:
-        raise NotImplementedError
-
-
-def _calibration_batches(calibration: SampleSet, say: ProgressFn) -> Iterator[np.ndarray]:
-    total = len(calibration)
-    for i in range(total):
-        yield calibration.x[i][None]
-        say("calibrate", {"done": i + 1, "total": total})
-
-
-class _TFBackend(_Backend):
-    """The TensorFlow converter (tf.lite.TFLiteConverter)."""
-
-    def __init__(self, src: Path, kind: str, options: ConvertOptions):
-        self.src, self.kind, self.options = src, kind, options
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            import tensorflow as tf
-        except ImportError:
-            raise ToolError(f"converting {src} needs TensorFlow: pip install 'edgebench[convert]' "
-                            "(tensorflow-cpu)") from None
-        self.tf = tf
-        self.version = tf.__version__
-        self.model = None
-        if kind == "keras":
-            try:
-                import keras
-
-                self.model = keras.models.load_model(str(src), compile=False)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                raise InputError(f"{src}: not a loadable Keras model ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); save it with "
-                                 "model.save('model.keras')") from None
-        self.per_tensor_dense = bool(options.compat_runtime and
-                                     compat.parse_version(options.compat_runtime) < (2, 17, 0))
-
-    def _converter(self):
-        tf = self.tf
-        if self.kind == "keras":
-            return tf.lite.TFLiteConverter.from_keras_model(self.model)
-        return tf.lite.TFLiteConverter.from_saved_model(str(self.src))
-
-    def _convert(self, converter, variant: str) -> bytes:
-        try:
-            return bytes(converter.convert())
-        except Exception as exc:  # the converter raises many types (ConverterError, ValueError ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ToolError(f"the TensorFlow converter failed on the {variant} variant of {self.src}: "
-                            f"{first}") from exc
-
-    def fp32(self) -> bytes:
-        return self._convert(self._converter(), "fp32")
-
-    def fp32_options(self) -> dict:
-        return {"optimizations": []}
-
-    def variant(self, variant: str, calibration: SampleSet | None, say: ProgressFn) -> tuple[bytes, dict]:
-        tf = self.tf
-        converter = self._converter()
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        record: dict[str, Any] = {"optimizations": ["DEFAULT"]}
-        if variant == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-            record["supported_types"] = ["float16"]
-        if variant in ("dynamic", "int8") and self.per_tensor_dense:
-            # Per-channel dense layers make FULLY_CONNECTED v12 (runtime 2.17+); per-tensor stays older.
-            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-            record["per_tensor_dense"] = True
-        if variant == "int8":
-            if calibration is None:
-                raise UsageError("the int8 variant needs --calibration")
-            converter.representative_dataset = lambda: ([b] for b in _calibration_batches(calibration, say))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            io_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[self.options.io]
-            converter.inference_input_type = io_type
-            converter.inference_output_type = io_type
-            record.update(supported_ops=["TFLITE_BUILTINS_INT8"], io=self.options.io)
-        if self.options.compat_runtime:
-            record["compat_runtime"] = self.options.compat_runtime
-        return self._convert(converter, variant), record
-
-    def converter_record(self, variant: str) -> dict:
-        return {"name": "tensorflow", "version": self.version}
-
-
-def _fp16_recipe() -> list:
-    return [{
-        "regex": ".*", "operation": "*", "algorithm_key": "float_casting",
-        "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
-                      "compute_precision": "FLOAT", "explicit_dequantize": True},
-    }]
-
-
-class _QuantizerBackend(_Backend):
-    """ai-edge-quantizer on an fp32 .tflite (no TensorFlow)."""
-
-    def __init__(self, src: Path, options: ConvertOptions):
-        self.src, self.options = src, options
-        try:
-            from ai_edge_quantizer import quantizer, recipe
-        except ImportError:
-            raise ToolError(f"quantizing {src} needs ai-edge-quantizer: pip install 'edgebench[quantize]'") \
-                from None
-        self.quantizer, self.recipe = quantizer, recipe
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            self.version = version("ai-edge-quantizer")
-        except PackageNotFoundError:
-            self.version = "unknown"
-        self.data = src.read_bytes()
-
-    def fp32(self) -> bytes:
-        read_model(self.src)  # a clear InputError for a file that is not a model
-        return self.data
-
-    def fp32_options(self) -> dict:
-        return {"copied_from": str(self.src)}
-
-    def variant(self, variant: str, calibration: SampleSet | None, say: ProgressFn) -> tuple[bytes, dict]:
-        recipes = {"fp16": (_fp16_recipe, "float_casting fp16 weights"),
-                   "dynamic": (self.recipe.dynamic_wi8_afp32, "dynamic_wi8_afp32"),
-                   "int8": (self.recipe.static_wi8_ai8, "static_wi8_ai8")}
-        make, label = recipes[variant]
-        try:
-            with warnings.catch_warnings():
-                # The calibrator turns on experimental_preserve_all_tensors and says so; that is expected.
-                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-                q = self.quantizer.Quantizer(bytearray(self.data), make())
-                result_cal = None
-                if q.need_calibration:
-                    if calibration is None:
-                        raise UsageError("the int8 variant needs --calibration")
-                    info = read_model_bytes(self.data, str(self.src))
-                    sig = info.signature_defs[0] if info.signature_defs else None
-                    if sig is None or len(sig.inputs) != 1:
-                        raise InputError(f"{self.src}: int8 via ai-edge-quantizer needs a model with a "
-                                         "signature of one input; convert from the Keras/SavedModel source")
-                    input_name = next(iter(sig.inputs))
-                    samples = [{input_name: b} for b in _calibration_batches(calibration, say)]
-                    result_cal = q.calibrate({sig.key: samples})
-                data = bytes(q.quantize(result_cal, enable_progress_report=False).quantized_model)
-        except (InputError, UsageError):
-            raise
-        except Exception as exc:  # the quantizer raises ValueError/RuntimeError/KeyError ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ToolError(f"ai-edge-quantizer failed on the {variant} variant of {self.src}: {first}") \
-                from exc
-        return data, {"recipe": label}
-
-    def converter_record(self, variant: str) -> dict:
-        if variant == "fp32":
-            return {"name": "copy", "version": None}
-        return {"name": "ai-edge-quantizer", "version": self.version}
-
