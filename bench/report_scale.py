@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from controller.fleet.store import RunStore
 from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS
 from controller.history.index import open_index, to_arrow
 from controller.history.parquet_store import FOLDER
-from controller.fleet.store import RunStore
 
 DEVICES = [f"dev-{i}" for i in range(8)]
 MODELS = ["mobilenet", "kws"]

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -146,7 +148,7 @@ class Browser:
             self._log.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> Browser:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

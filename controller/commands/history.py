@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from controller.console import console
     from controller.errors import UsageError
     from controller.history.api import ensure_built
     from controller.history.frame import SERIES_KEYS
     from controller.history.index import open_index
     from controller.history.series import build_series, check_metric
-    from controller.console import console
 
     metric = check_metric(args.metric)
     if args.limit < 1:

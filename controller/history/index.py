@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Self
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -118,7 +120,7 @@ class HistoryIndex:
     def close(self) -> None:
         """Release what the store holds (connections)."""
 
-    def __enter__(self) -> HistoryIndex:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -64,8 +64,8 @@ def load(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
          out_dir: str | os.PathLike | None = None, store_url: str | None = None) -> ReportData:
     """Read the run (and the baseline run, and the history of its series when an index exists).
     Raises InputError when ``run_dir`` or ``baseline`` is not a run folder."""
-    from controller.history.frame import report_frame, resolve_run, run_meta
     from controller.fleet.store import load_results
+    from controller.history.frame import report_frame, resolve_run, run_meta
 
     run_dir = resolve_run(run_dir, out_dir or "reports")
     meta = run_meta(run_dir)

@@ -56,9 +56,13 @@ def render_html(data: ReportData) -> str:
     failed = data.failed()
     if len(failed):
         parts.append(_failures(failed))
-    settings = info.get("settings") or {}
+    settings = dict(info.get("settings") or {})
+    for key, value in (settings.pop("job", None) or {}).items():  # the JobSpec settings of newer runs
+        settings.setdefault(key, value)
+    settings.update({f"drift {k}": v for k, v in (settings.pop("thresholds", None) or {}).items()})
     shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k in (
-        "threads", "runs", "warmup", "min_seconds", "max_seconds", "shuffle_seed", "seed"))
+        "runs", "warmup", "min_seconds", "max_seconds", "seed", "shuffle_seed", "drift top1_drop",
+        "drift min_cosine") or k == "threads" and isinstance(v, list))
     states = ", ".join(f"{name} ({device.get('state', '?')})" for name, device in devices.items())
     parts.append(f"<footer>run folder {e(str(data.run_dir))} · devices: {e(states)} · settings: "
                  f"{e(shown)} · edgebench {e(str(info.get('tool_version', '?')))}</footer>")
