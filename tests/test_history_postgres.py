@@ -56,6 +56,12 @@ def test_two_controllers_run_at_once_and_both_see_both_runs(pg_database, tmp_pat
                                           "--out", str(folder / "reports")))
         (series,) = json.loads(out)["series"]  # same machine, same fingerprint: one series of 2 points
         assert series["count"] == 2 and sorted(p["run_id"] for p in series["points"]) == sorted(run_ids)
+    # the report of lab-a's run draws its trend from the shared store: lab-b's run is in it
+    folder = controllers[0][0] / "reports"
+    code, out, err = run_cli("report", "--out", str(folder), "--store", pg_database, "--format", "html", "--json")
+    assert code == 0, err
+    html = Path(json.loads(out)["files"][0]).read_text()
+    assert "the last 2 runs" in html and 'alt="demo trend"' in html
 
 
 ADD_MANY = """
