@@ -79,19 +79,17 @@ class ParquetIndex(HistoryIndex):
 
     # HistoryIndex
     def _put_run(self, meta: dict[str, Any], rows: pd.DataFrame) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         table = to_arrow(rows, INDEX_COLUMNS)
+        part = self.root / "parts" / f"{meta['run_id']}.parquet"
         with self._locked(exclusive=True):
             runs = self._read_runs()
-            main = self.root / "results.parquet"
-            in_main = main.is_file() and pq.read_table(
-                main, columns=["run_id"], filters=pc.field("run_id") == meta["run_id"]).num_rows > 0
-            self._write(table, self.root / "parts" / f"{meta['run_id']}.parquet")
+            # indexed before and no part file: its rows are in the compacted file and must be replaced there
+            in_main = meta["run_id"] in set(runs["run_id"].to_pylist()) and not part.exists()
+            self._write(table, part)
             runs = runs.filter(pc.field("run_id") != meta["run_id"])
-            import pyarrow as pa
-
             runs = pa.concat_tables([runs, to_arrow(_frame([meta]), RUN_COLUMNS)])
             self._write(runs, self.root / "runs.parquet")
             if in_main or len(self._parts()) >= COMPACT_AT:

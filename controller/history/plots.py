@@ -76,13 +76,11 @@ def latency_bars(frame: pd.DataFrame) -> bytes | None:
     width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
         rows = ok[ok["variant"] == variant]
-        xs, p50, up = [], [], []
-        for _, row in rows.iterrows():
-            xs.append(groups.index(f"{row['device']} · {row['threads']}t") - 0.4 + width * (i + 0.5))
-            p50.append(row["p50_ms"])
-            up.append(max(0.0, (row["p90_ms"] if _ok(row["p90_ms"]) else row["p50_ms"]) - row["p50_ms"]))
+        xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
+        p50 = rows["p50_ms"].astype(float)
+        up = (rows["p90_ms"].astype(float).fillna(p50) - p50).clip(lower=0.0)
         ax.bar(xs, p50, width * 0.92, color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant,
-               yerr=[[0] * len(up), up], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
+               yerr=[[0.0] * len(up), list(up)], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
     _group_ticks(ax, groups)
     ax.set_ylabel("latency p50 ms (whisker: p90)")
     ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.18))
@@ -99,9 +97,8 @@ def speedup_heatmap(frame: pd.DataFrame) -> bytes | None:
         return None
     groups, variants = _groups(ok), _variants(ok)
     grid = np.full((len(groups), len(variants)), np.nan)
-    for _, row in ok.iterrows():
-        grid[groups.index(f"{row['device']} · {row['threads']}t"), variants.index(row["variant"])] = \
-            row["speedup_vs_fp32"]
+    for device, threads, variant, speedup in zip(ok["device"], ok["threads"], ok["variant"], ok["speedup_vs_fp32"]):
+        grid[groups.index(f"{device} · {threads}t"), variants.index(variant)] = speedup
     fig = _figure(min(6.2, 1.0 * len(variants) + 2.4), 0.45 * len(groups) + 1.3)
     ax = fig.add_subplot()
     spread = max(abs(math.log2(v)) for v in grid[~np.isnan(grid)]) or 1.0
