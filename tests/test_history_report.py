@@ -108,6 +108,9 @@ def test_trend_plot_appears_once_the_history_is_indexed(history_runs, tmp_path):
         caption = browser.evaluate("[...document.querySelectorAll('figcaption')].map(e => e.textContent)")
     assert ["demo trend"] == [a for a, w in images if a.endswith("trend") and w > 300]
     assert any("the last 3 runs" in c for c in caption)
+    # the first run's report shows no later run: its history is itself alone
+    (html,) = write_report(out / history_runs.runs[0].name, ("html",), dest=tmp_path / "first")
+    assert "only this run so far" in html.read_text() and 'alt="demo trend"' not in html.read_text()
 
 
 def test_flags_from_the_run_are_shown_and_drift_is_computed_when_the_run_has_none(history_runs, tmp_path):

@@ -78,7 +78,7 @@ def load(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
         base_dir = resolve_run(baseline, out_dir or run_dir.parent)
         baseline_id = run_meta(base_dir)["run_id"]
         frame["p50_vs_baseline"] = _vs_baseline(frame, load_results(str(base_dir)))
-    history = _history(frame, meta["run_id"], out_dir or run_dir.parent, store_url)
+    history = _history(frame, meta["created"], out_dir or run_dir.parent, store_url)
     return ReportData(run_dir, info, frame, baseline_id, history)
 
 
@@ -96,10 +96,14 @@ def _vs_baseline(frame: pd.DataFrame, base: pd.DataFrame) -> list[float | None]:
     return out
 
 
-def _history(frame: pd.DataFrame, run_id: str, out_dir: str | os.PathLike,
+def _history(frame: pd.DataFrame, created, out_dir: str | os.PathLike,
              store_url: str | None) -> pd.DataFrame | None:
     """Index rows of the series this run belongs to (same device, model, variant, threads and device
-    fingerprint) in the last TREND_RUNS indexed runs up to this one, or None when there is no index."""
+    fingerprint) in the last TREND_RUNS runs made up to ``created`` (this run's time) that have rows of
+    its models and devices, or None when there is no index."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from controller.history.frame import SERIES_KEYS
     from controller.history.index import open_index, store_url_of
     from controller.history.parquet_store import FOLDER
@@ -107,14 +111,13 @@ def _history(frame: pd.DataFrame, run_id: str, out_dir: str | os.PathLike,
     if not store_url_of(store_url) and not (Path(out_dir) / FOLDER / "runs.parquet").is_file():
         return None
     keys = list(SERIES_KEYS)
+    where = {"model": sorted(set(frame["model"].dropna())), "device": sorted(set(frame["device"]))}
     with open_index(out_dir, store_url) as index:
-        runs = index.runs()
-        mine = runs[runs["run_id"] == run_id]
-        if len(mine):
-            runs = runs[runs["created"] <= mine["created"].iloc[0]]
-        recent = list(runs["run_id"].tail(TREND_RUNS))
-        rows = index.results(keys + ["run_id", "created", "status", "p50_ms"], run_id=recent,
-                             model=sorted(set(frame["model"].dropna())), device=sorted(set(frame["device"])))
+        runs = index.results_table(["run_id", "created"], **where)
+        runs = runs.filter(pc.less_equal(runs["created"], pa.scalar(created, runs.schema.field("created").type)))
+        runs = runs.group_by("run_id").aggregate([("created", "max")]).sort_by("created_max")
+        recent = runs["run_id"].to_pylist()[-TREND_RUNS:]
+        rows = index.results(keys + ["run_id", "created", "status", "p50_ms"], run_id=recent, **where)
     wanted = frame[keys].drop_duplicates()
     return rows.merge(wanted.astype({k: rows[k].dtype for k in keys}), on=keys).sort_values(
         ["created", "run_id"], kind="stable").reset_index(drop=True)
