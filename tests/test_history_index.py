@@ -150,3 +150,13 @@ def test_load_history_builds_a_missing_embedded_index(history_runs, tmp_path):
     clone_run(history_runs.runs[0], out, day(0))
     assert not (out / ".history").exists()
     assert len(load_history(out)) == 5 and (out / ".history" / "runs.parquet").is_file()
+
+
+def test_rebuild_skips_an_unreadable_run_folder_and_indexes_the_others(history_runs, tmp_path, caplog):
+    out = tmp_path / "reports"
+    good = clone_run(history_runs.runs[0], out, day(0))
+    bad = clone_run(history_runs.runs[0], out, day(1))
+    (bad / "results.parquet").write_bytes(b"not parquet")
+    assert open_index(out).rebuild() == 5
+    assert list(open_index(out).runs()["run_id"]) == [good.name]
+    assert any(bad.name in r.getMessage() and "not indexed" in r.getMessage() for r in caplog.records)

@@ -119,13 +119,14 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
 
 def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptions, inventory_path: str,
-            notify: Callable[[DeviceStatus], None] | None = None) -> tuple[RunStore, FleetResult]:
-    """A whole ``edgebench run``: create the run folder under ``options.out_dir``, run the fleet, and
-    record in run.json when it finished and with which exit code. Raises InputError when the run folder
-    cannot be created."""
+            notify: Callable[[DeviceStatus], None] | None = None, **info: Any) -> tuple[RunStore, FleetResult]:
+    """A whole ``edgebench run``: create the run folder under ``options.out_dir`` (``info``: more run.json
+    keys, e.g. ``kind="nightly"``), run the fleet, and record in run.json when it finished and with which
+    exit code. Raises InputError when the run folder cannot be created."""
     from controller import __version__
 
-    store = RunStore.create(options.out_dir, run_info(options, inventory_path, devices, models, __version__))
+    store = RunStore.create(options.out_dir, {**run_info(options, inventory_path, devices, models, __version__),
+                                              **info})
     try:
         result = run_fleet(devices, models, options, store, notify)
     finally:

@@ -46,6 +46,8 @@ RESULT_COLUMNS = (
 #: filled by controller.fleet.accuracy from the saved outputs (controller.variants.scoring.score)
 ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32", "top1_drop_points",
                     "worst_output", "drift", "drift_reasons")
+#: Columns of samples.parquet.
+SAMPLE_COLUMNS = ("run_id", "device", "job_id", "model", "variant", "threads", "index", "latency_us")
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -261,8 +263,7 @@ class RunStore:
         with self._tables_lock:  # device threads and Ctrl-C may both get here
             rows, samples = self.rows()
             results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-            sample_frame = pd.DataFrame(samples, columns=["run_id", "device", "job_id", "model", "variant",
-                                                          "threads", "index", "latency_us"])
+            sample_frame = pd.DataFrame(samples, columns=list(SAMPLE_COLUMNS))
             for frame, name in ((results, "results.parquet"), (sample_frame, "samples.parquet")):
                 tmp = self.path(f".tmp-{name}")
                 frame.to_parquet(tmp, index=False)
@@ -278,6 +279,31 @@ def load_results(run_dir: str) -> pd.DataFrame:
     if not os.path.isfile(path):
         raise InputError(f"{run_dir} is not a run folder (no results.parquet); pass a folder under reports/")
     return pd.read_parquet(path)
+
+
+def load_samples(run_dir: str) -> pd.DataFrame:
+    """samples.parquet of a run folder (one row per raw latency sample, :data:`SAMPLE_COLUMNS`); an empty
+    frame with those columns when the run has none. Raises InputError when it is not a run folder."""
+    import pandas as pd
+
+    if not os.path.isfile(os.path.join(run_dir, "results.parquet")):
+        raise InputError(f"{run_dir} is not a run folder (no results.parquet); pass a folder under reports/")
+    path = os.path.join(run_dir, "samples.parquet")
+    if not os.path.isfile(path):
+        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    return pd.read_parquet(path)
+
+
+def load_run_info(run_dir: str) -> dict[str, Any]:
+    """run.json of a run folder. Raises InputError when it is missing or not JSON."""
+    path = os.path.join(run_dir, "run.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{run_dir} is not a run folder (no run.json); pass a folder under reports/") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable ({exc}); the run folder is damaged") from exc
 
 
 def run_info(options, inventory_path: str, devices, models, version: str) -> dict[str, Any]:

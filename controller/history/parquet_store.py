@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+from controller.errors import InputError
 from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, index_frame, run_folders, run_meta
 from controller.history.index import HistoryIndex, StoreError, arrow_schema, to_arrow
 
+log = logging.getLogger(__name__)
 COMPACT_AT = 16
 FOLDER = ".history"
 
@@ -117,8 +120,12 @@ class ParquetIndex(HistoryIndex):
 
         metas, tables = [], []
         for folder in run_folders(self.out_dir):
-            meta = run_meta(folder)
-            rows = index_frame(folder, meta)
+            try:
+                meta = run_meta(folder)
+                rows = index_frame(folder, meta)
+            except (InputError, OSError, ValueError) as exc:  # one unreadable folder must not hide the rest
+                log.warning("%s not indexed: %s", folder, exc)
+                continue
             meta["rows"] = len(rows)
             meta["fingerprints"] = ",".join(sorted({str(f) for f in rows["device_fingerprint"].dropna()}))
             metas.append(meta)

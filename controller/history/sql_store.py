@@ -12,6 +12,7 @@ whose folder under it is gone; runs other controllers added are left alone (thei
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,11 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+from controller.errors import InputError
 from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, run_folders
 from controller.history.index import HistoryIndex, StoreError, arrow_schema, to_arrow
 
+log = logging.getLogger(__name__)
 RUNS_TABLE = "edgebench_runs"
 RESULTS_TABLE = "edgebench_results"
 SCHEMA_LOCK = 0x6564676562  # advisory lock id held while creating the tables ("edgeb")
@@ -97,7 +100,12 @@ class SqlIndex(HistoryIndex):
         import sqlalchemy as sa
 
         folders = run_folders(self.out_dir)
-        total = sum(self.add_run(folder) for folder in folders)
+        total = 0
+        for folder in folders:
+            try:
+                total += self.add_run(folder)
+            except (InputError, OSError, ValueError) as exc:  # one unreadable folder must not hide the rest
+                log.warning("%s not indexed: %s", folder, exc)
         present = {str(f.resolve()) for f in folders}
         prefix = self.out_dir.rstrip(os.sep) + os.sep
         with self._begin() as conn:
