@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.cpus import check_placement
 from agent.errors import UsageError
 
 RUNTIME_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -35,6 +36,13 @@ class JobSpec:
     inputs: str | None = None  #: .npy/.npz of float (or exact-dtype) input data
     input_shapes: dict[str, list[int]] = field(default_factory=dict)  #: resize of dynamic inputs
     save_outputs: str | None = None  #: .npz path: outputs of the inputs file (or of the random input)
+    # Placement and repeats (schema v2): see agent/cpus.py and agent/repeats.py.
+    cpus: str | None = None  #: all | big | little | a CPU list "0,2-3"; None = no pinning
+    repeat: int = 1  #: measure in this many fresh worker processes; headline p50 = median of their p50s
+    cooldown: float = 0.0  #: seconds of pause before each worker process but the first (and between jobs)
+    run_delay: float = 0.0  #: seconds of pause between two timed invocations (benchmark_model's run_delay)
+    delegate: str | None = None  #: path of an external delegate library (.so) on the device
+    delegate_options: dict[str, str] = field(default_factory=dict)  #: its key=value options
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -71,3 +79,13 @@ class JobSpec:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.timeout <= 0:
             raise UsageError("timeout must be > 0")
+        check_placement(self.cpus)
+        if int(self.repeat) < 1:
+            raise UsageError(f"repeat must be >= 1, got {self.repeat}")
+        for name in ("cooldown", "run_delay"):
+            if float(getattr(self, name)) < 0:
+                raise UsageError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if self.delegate is not None and not str(self.delegate).strip():
+            raise UsageError("delegate must be the path of a delegate library, got an empty string")
+        if not isinstance(self.delegate_options, dict):
+            raise UsageError(f"delegate_options must be an object of key: value, got {self.delegate_options!r}")
