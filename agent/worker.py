@@ -131,7 +131,8 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     doc["state"]["after"] = state.snapshot(affinity, root)
     peak = probes.memory_kb()["peak_kb"]
     if loaded["baseline_kb"] is not None and peak is not None:
-        doc["memory"]["model_peak_kb"] = max(0, peak - loaded["baseline_kb"])
+        # the interpreter's construction (before the inputs were prepared) + its peak over the baseline
+        doc["memory"]["model_peak_kb"] = loaded["constructed_kb"] + max(0, peak - loaded["baseline_kb"])
 
     if counting:
         doc["energy"] = energy.result(meter, idle, meter.delta_uj(counters_before, counters_after),
@@ -227,6 +228,7 @@ def _load(spec: JobSpec, runtime: runtimes.LoadedRuntime, custom_ops: list, doc:
     except Exception as exc:  # the runtime's own exception types vary (ValueError, RuntimeError ...)
         raise classify(exc, "loading the model", runtime, custom_ops, spec.delegate) from exc
     construct_ns = time.perf_counter_ns() - t0
+    constructed_kb = _growth(doc["memory"]["rss_before_load_kb"], probes.memory_kb()["rss_kb"])
     details = interpreter.get_input_details()
     by_name = {d["name"]: d for d in details}
     unknown = sorted(set(spec.input_shapes) - set(by_name))
@@ -271,7 +273,12 @@ def _load(spec: JobSpec, runtime: runtimes.LoadedRuntime, custom_ops: list, doc:
     for d in dynamic:
         doc["warnings"].append(f"input {d['name']!r} has dynamic shape {list(d['shape_signature'])}: ran "
                                f"with the default {list(d['shape'])}; give --input-shape to choose")
-    return {"interpreter": interpreter, "samples": samples, "init_ns": init_ns, "baseline_kb": baseline}
+    return {"interpreter": interpreter, "samples": samples, "init_ns": init_ns, "baseline_kb": baseline,
+            "constructed_kb": constructed_kb}
+
+
+def _growth(before: int | None, after: int | None) -> int:
+    return max(0, after - before) if before is not None and after is not None else 0
 
 
 def _set_inputs(interpreter: Any, ios: list, values: list) -> None:
