@@ -9,7 +9,10 @@ in ai-edge-litert 2.3, tflite-runtime 2.14 and tf.lite). TFLite keeps the origin
 ``DELEGATE`` node per partition a delegate took; the execution plan itself is not exposed. A
 partition's original ops are found by walking back from the DELEGATE node's output tensors through
 their producers until the DELEGATE node's input tensors: every op of a partition feeds one of its
-outputs, and the partition's inputs bound it. The ops not reached run on the CPU kernels.
+outputs, and the partition's inputs bound it. The ops not reached run on the CPU kernels. Which
+delegate made a node: the constructor applies the external delegates, ``allocate_tensors()`` then
+applies the default XNNPACK, so the DELEGATE nodes present right after construction are the external
+ones (:func:`delegate_nodes`).
 Standard library only.
 """
 
@@ -44,9 +47,26 @@ def load(runtime: Any, library: str, options: dict) -> Any:
                         f"{options}: {type(exc).__name__}: {text}; {hint}") from exc
 
 
-def count(interpreter: Any) -> dict | None:
-    """``{"delegate_nodes", "ops", "ops_delegated", "ops_on_cpu", "cpu_ops": {op type: n}}`` of an
-    allocated interpreter, or None when the runtime does not expose its nodes."""
+def delegate_nodes(interpreter: Any) -> set | None:
+    """Indices of the DELEGATE nodes now in the graph (None when the runtime does not expose nodes).
+    Taken right after construction it names the external delegates' nodes: TFLite applies the
+    delegates given to the constructor first and its default (XNNPACK) only at ``allocate_tensors()``."""
+    details = getattr(interpreter, "_get_ops_details", None)
+    if details is None:
+        return None
+    return {n["index"] for n in details() if n.get("op_name") == DELEGATE_OP}
+
+
+def count(interpreter: Any, external_nodes: set | None = None, external: str | None = None,
+          xnnpack: bool = True) -> dict | None:
+    """What the delegates took of an allocated interpreter's primary subgraph, or None when the runtime
+    does not expose its nodes::
+
+        {"delegate_nodes", "ops", "ops_delegated", "ops_on_cpu", "cpu_ops": {op type: n},
+         "by_delegate": {name: {"nodes", "ops"}}}
+
+    ``external_nodes`` (from :func:`delegate_nodes` after construction) are attributed to the external
+    library ``external``; later DELEGATE nodes to XNNPACK when it is on (else "unknown")."""
     details = getattr(interpreter, "_get_ops_details", None)
     if details is None:
         return None
@@ -59,34 +79,48 @@ def count(interpreter: Any) -> dict | None:
             producer[int(tensor)] = node["index"]
     by_index = {n["index"]: n for n in originals}
     taken: set = set()
+    by_delegate: dict = {}
+    if external:
+        by_delegate[Path(external).name] = {"nodes": 0, "ops": 0}
+    if xnnpack:
+        by_delegate["XNNPACK"] = {"nodes": 0, "ops": 0}
     for node in delegates:
-        bounds = {int(t) for t in node["inputs"]}
-        frontier = [int(t) for t in node["outputs"]]
-        seen: set = set()
-        while frontier:
-            tensor = frontier.pop()
-            if tensor in seen or tensor in bounds or tensor not in producer:
-                continue
-            seen.add(tensor)
-            op = producer[tensor]
-            if op not in taken:
-                taken.add(op)
-                frontier.extend(int(t) for t in by_index[op]["inputs"] if int(t) >= 0)
+        partition = _partition(node, producer, by_index)
+        taken |= partition
+        name = (Path(external).name if external and node["index"] in (external_nodes or set())
+                else "XNNPACK" if xnnpack else "unknown")
+        entry = by_delegate.setdefault(name, {"nodes": 0, "ops": 0})
+        entry["nodes"] += 1
+        entry["ops"] += len(partition)
     on_cpu = [n for n in originals if n["index"] not in taken]
     return {"delegate_nodes": len(delegates), "ops": len(originals), "ops_delegated": len(taken),
-            "ops_on_cpu": len(on_cpu), "cpu_ops": dict(sorted(Counter(n["op_name"] for n in on_cpu).items()))}
+            "ops_on_cpu": len(on_cpu), "cpu_ops": dict(sorted(Counter(n["op_name"] for n in on_cpu).items())),
+            "by_delegate": by_delegate}
 
 
-def applied(delegation: dict | None, xnnpack: bool, external: str | None) -> list[str] | None:
-    """The delegates that took part of the graph: the requested ones (``XNNPACK`` when on, the external
-    library's file name) when at least one DELEGATE node exists; [] when none; None when unknown.
-    (TFLite does not say which delegate made which node; with both requested both are listed.)"""
+def _partition(node: dict, producer: dict, by_index: dict) -> set:
+    """The original ops a DELEGATE node replaced: back from its outputs to its inputs."""
+    bounds = {int(t) for t in node["inputs"]}
+    frontier = [int(t) for t in node["outputs"]]
+    seen: set = set()
+    ops: set = set()
+    while frontier:
+        tensor = frontier.pop()
+        if tensor in seen or tensor in bounds or tensor not in producer:
+            continue
+        seen.add(tensor)
+        op = producer[tensor]
+        if op not in ops:
+            ops.add(op)
+            frontier.extend(int(t) for t in by_index[op]["inputs"] if int(t) >= 0)
+    return ops
+
+
+def applied(delegation: dict | None) -> list[str] | None:
+    """The delegates that took at least one node, external first; None when unknown."""
     if delegation is None:
         return None
-    if not delegation["delegate_nodes"]:
-        return []
-    names = ([Path(external).name] if external else []) + (["XNNPACK"] if xnnpack else [])
-    return names or ["unknown"]
+    return [name for name, entry in delegation["by_delegate"].items() if entry["nodes"]]
 
 
 def parse_spec(text: str) -> tuple:

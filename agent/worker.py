@@ -98,8 +98,8 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     in_ios = [tensors.describe(d) for d in interpreter.get_input_details()]
     out_ios = [tensors.describe(d) for d in interpreter.get_output_details()]
     doc["model"].update(inputs=in_ios, outputs=out_ios)
-    counted = delegation.count(interpreter)
-    doc["runtime"].update(delegation=counted, delegates=delegation.applied(counted, spec.xnnpack, spec.delegate))
+    counted = delegation.count(interpreter, loaded["external_nodes"], spec.delegate, spec.xnnpack)
+    doc["runtime"].update(delegation=counted, delegates=delegation.applied(counted))
     checkpoint()
     _test_fault()
     _set_inputs(interpreter, in_ios, samples.sample(0))
@@ -228,6 +228,7 @@ def _load(spec: JobSpec, runtime: runtimes.LoadedRuntime, custom_ops: list, doc:
     except Exception as exc:  # the runtime's own exception types vary (ValueError, RuntimeError ...)
         raise classify(exc, "loading the model", runtime, custom_ops, spec.delegate) from exc
     construct_ns = time.perf_counter_ns() - t0
+    external_nodes = delegation.delegate_nodes(interpreter)  # before XNNPACK joins at allocate
     constructed_kb = _growth(doc["memory"]["rss_before_load_kb"], probes.memory_kb()["rss_kb"])
     details = interpreter.get_input_details()
     by_name = {d["name"]: d for d in details}
@@ -274,7 +275,7 @@ def _load(spec: JobSpec, runtime: runtimes.LoadedRuntime, custom_ops: list, doc:
         doc["warnings"].append(f"input {d['name']!r} has dynamic shape {list(d['shape_signature'])}: ran "
                                f"with the default {list(d['shape'])}; give --input-shape to choose")
     return {"interpreter": interpreter, "samples": samples, "init_ns": init_ns, "baseline_kb": baseline,
-            "constructed_kb": constructed_kb}
+            "constructed_kb": constructed_kb, "external_nodes": external_nodes}
 
 
 def _growth(before: int | None, after: int | None) -> int:
