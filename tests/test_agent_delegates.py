@@ -8,13 +8,13 @@ delegate, and a path that does not exist.
 
 from __future__ import annotations
 
+import _ctypes
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import _ctypes
 import pytest
 
 from agent import delegation

@@ -62,7 +62,7 @@ class Driver:
             last = now
             write(self.path, int(total) if self.counter else int(watts * 1e6))
 
-    def __enter__(self) -> Driver:
+    def __enter__(self) -> Driver:  # noqa: PYI034 - typing.Self is 3.11+
         self.thread.start()
         return self
 

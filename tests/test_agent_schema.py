@@ -53,8 +53,8 @@ def test_a_version_2_document_passes_through_unchanged(test_models):
     assert schema.upgrade(schema.upgrade(V1)) == schema.upgrade(V1)
 
 
-@pytest.mark.parametrize("bad,needle", [({"schema_version": 3}, "schema_version 3, newer than this edgebench "
-                                         "reads (2); upgrade edgebench"),
+@pytest.mark.parametrize("bad,needle", [({"schema_version": 3}, ("schema_version 3, newer than this edgebench "
+                                                                   "reads (2); upgrade edgebench")),
                                         ({"status": "ok"}, "no integer schema_version"),
                                         ([1, 2], "not an edgebench result document"),
                                         ({"schema_version": True}, "no integer schema_version"),
