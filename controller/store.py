@@ -41,6 +41,11 @@ RESULT_COLUMNS = (
     "init_ms", "first_inference_ms", "peak_rss_kb", "rss_after_init_kb", "model_bytes", "model_sha256",
     "arch", "cpu_model", "cpu_count", "delegates", "noisy", "speedup_vs_fp32", "top1", "cosine_vs_fp32",
     "max_abs_vs_fp32", "rmse_vs_fp32", "device_fingerprint",
+    # schema 2 (issue 10): flags next to status ("noisy,throttled"; "" = clean), the model's own memory,
+    # energy, placement, process repeats, what the delegates took
+    "flags", "model_peak_kb", "mj_per_inference", "energy_source", "idle_mw", "affinity", "cluster",
+    "governor", "freq_mhz", "process_count", "between_process_cv", "xnnpack", "delegate", "ops_delegated",
+    "ops_on_cpu", "canary_ratio",
 )
 ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32")
 
@@ -72,8 +77,22 @@ def write_json(path: str, data: Any) -> None:
     atomic_write(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))
 
 
+def read_document(path: str) -> dict[str, Any]:
+    """A result document from ``path``, migrated to the current schema (``agent.schema.upgrade``: version 1
+    documents gain the version-2 keys). Raises InputError naming the file when it is not JSON, not a
+    result document, or of a newer schema version."""
+    from agent.errors import SchemaError
+    from agent.schema import upgrade
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return upgrade(json.load(fh))
+    except (OSError, ValueError, SchemaError) as exc:
+        raise InputError(f"result document {path}: {exc}") from exc
+
+
 def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """One results.parquet row from a result document (missing parts become None)."""
+    """One results.parquet row from a (current-schema) result document (missing parts become None)."""
     job = doc.get("job") or {}
     meta = job.get("meta") or {}
     timing = doc.get("timing") or {}
@@ -106,8 +125,19 @@ def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
         "device_fingerprint": meta.get("device_fingerprint"),
     }
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "count", "init_ms",
-                "first_inference_ms"):
+                "first_inference_ms", "process_count", "between_process_cv"):
         row[key] = timing.get(key)
+    energy = doc.get("energy") or {}
+    delegation = runtime.get("delegation") or {}
+    affinity = env.get("affinity")
+    row.update(
+        flags=",".join(doc.get("flags") or []), model_peak_kb=memory.get("model_peak_kb"),
+        mj_per_inference=energy.get("mj_per_inference"), energy_source=energy.get("source"),
+        idle_mw=energy.get("idle_mw"), affinity=",".join(str(c) for c in affinity) if affinity else None,
+        cluster=env.get("cluster"), governor=env.get("governor"), freq_mhz=env.get("freq_mhz"),
+        xnnpack=runtime.get("xnnpack_requested"), delegate=runtime.get("delegate"),
+        ops_delegated=delegation.get("ops_delegated"), ops_on_cpu=delegation.get("ops_on_cpu"),
+        canary_ratio=(doc.get("canary") or {}).get("ratio"))
     for key in ACCURACY_COLUMNS + ("speedup_vs_fp32",):
         row[key] = None
     return row
@@ -210,8 +240,7 @@ class RunStore:
             folder = os.path.join(results, device)
             for name in sorted(os.listdir(folder)):
                 if name.endswith(".json") and not name.startswith("."):  # temp files start with a dot
-                    with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                        yield device, json.load(fh)
+                    yield device, read_document(os.path.join(folder, name))
 
     def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(result rows, sample rows) from everything saved so far."""
