@@ -16,7 +16,7 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
-from agent.job import RUNTIME_CHOICES, JobSpec
+from agent.job import RUNTIME_CHOICES, JobSpec, parse_input_shapes
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -104,21 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_shapes(items: list) -> dict:
-    shapes = {}
-    for item in items:
-        name, sep, dims = item.rpartition("=")
-        try:
-            values = [int(d) for d in dims.split(",")]
-        except ValueError:
-            values = []
-        if not sep or not name or not values or min(values) < 1:
-            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
-                             "seq=1,12,4")
-        shapes[name] = values
-    return shapes
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -145,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    warmup_min_seconds=args.warmup_min_seconds, runs=args.runs, min_seconds=args.min_seconds,
                    max_seconds=args.max_seconds, timeout=args.timeout, seed=args.seed,
                    inputs=str(Path(args.inputs).resolve()) if args.inputs else None,
-                   input_shapes=_parse_shapes(args.input_shape),
+                   input_shapes=parse_input_shapes(args.input_shape),
                    save_outputs=str(Path(args.save_outputs).resolve()) if args.save_outputs else None,
                    cpus=args.cpus, repeat=args.repeat, cooldown=args.cooldown, run_delay=args.run_delay,
                    delegate=delegate, delegate_options=delegate_options)

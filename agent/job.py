@@ -89,3 +89,20 @@ class JobSpec:
             raise UsageError("delegate must be the path of a delegate library, got an empty string")
         if not isinstance(self.delegate_options, dict):
             raise UsageError(f"delegate_options must be an object of key: value, got {self.delegate_options!r}")
+
+
+def parse_input_shapes(items: list) -> dict[str, list[int]]:
+    """``["seq=1,12,4", ...]`` (``--input-shape``) -> ``{"seq": [1, 12, 4]}``. Raises UsageError naming the
+    bad item and the form."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            values = [int(d) for d in dims.split(",")]
+        except ValueError:
+            values = []
+        if not sep or not name or not values or min(values) < 1:
+            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
+                             "seq=1,12,4")
+        shapes[name] = values
+    return shapes

@@ -11,7 +11,7 @@ import pytest
 
 from agent.runner import run_job
 from controller.errors import InputError
-from controller.store import RESULT_COLUMNS, RunStore
+from controller.fleet.store import RESULT_COLUMNS, RunStore
 from tests.test_agent_run import quick
 from tests.test_agent_schema import V1
 

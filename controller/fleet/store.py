@@ -45,8 +45,8 @@ RESULT_COLUMNS = (
     # schema 2 (issue 10): flags next to status ("noisy,throttled"; "" = clean), the model's own memory,
     # energy, placement, process repeats, what the delegates took
     "flags", "model_peak_kb", "mj_per_inference", "energy_source", "idle_mw", "affinity", "cluster",
-    "governor", "freq_mhz", "process_count", "between_process_cv", "xnnpack", "delegate", "ops_delegated",
-    "ops_on_cpu", "canary_ratio",
+    "governor", "freq_mhz", "process_count", "between_process_cv", "xnnpack", "batch", "delegate",
+    "ops_delegated", "ops_on_cpu", "canary_ratio",
 )
 #: filled by controller.fleet.accuracy from the saved outputs (controller.variants.scoring.score)
 ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32", "top1_drop_points",
@@ -138,7 +138,7 @@ def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
         mj_per_inference=energy.get("mj_per_inference"), energy_source=energy.get("source"),
         idle_mw=energy.get("idle_mw"), affinity=",".join(str(c) for c in affinity) if affinity else None,
         cluster=env.get("cluster"), governor=env.get("governor"), freq_mhz=env.get("freq_mhz"),
-        xnnpack=runtime.get("xnnpack_requested"), delegate=runtime.get("delegate"),
+        xnnpack=job.get("xnnpack"), batch=meta.get("batch"), delegate=runtime.get("delegate"),
         ops_delegated=delegation.get("ops_delegated"), ops_on_cpu=delegation.get("ops_on_cpu"),
         canary_ratio=(doc.get("canary") or {}).get("ratio"))
     for key in ACCURACY_COLUMNS + ("speedup_vs_fp32",):
@@ -154,20 +154,34 @@ def not_run_row(run_id: str, device: str, job: dict[str, Any], status: str, reas
     meta = job.get("meta") or {}
     row.update(run_id=run_id, device=device, model=meta.get("model_name"), variant=meta.get("variant"),
                threads=job.get("threads"), job_id=job.get("id"), status=status, error=reason,
-               error_kind=kind, model_sha256=meta.get("sha256"), model_bytes=meta.get("bytes"))
+               error_kind=kind, model_sha256=meta.get("sha256"), model_bytes=meta.get("bytes"),
+               xnnpack=job.get("xnnpack"), batch=meta.get("batch"), flags="")
     return row
+
+
+def with_flag(flags: str | None, flag: str) -> str:
+    """``flags`` (the comma-joined column) with ``flag`` added once, in agent.schema.FLAGS order."""
+    from agent.schema import FLAGS
+
+    present = set(filter(None, (flags or "").split(","))) | {flag}
+    return ",".join([f for f in FLAGS if f in present] + sorted(present - set(FLAGS)))
+
+
+def _twin(row: dict[str, Any]) -> tuple:
+    """What a row's fp32 twin shares with it: device, model, threads, XNNPACK, batch size."""
+    return row["device"], row["model"], row["threads"], row.get("xnnpack"), row.get("batch")
 
 
 def add_speedup(rows: list[dict[str, Any]]) -> None:
     """Fill ``speedup_vs_fp32`` = fp32 p50 / this p50 for rows with an ok fp32 twin on the same device,
-    model and threads."""
+    model, threads, XNNPACK setting and batch size."""
     reference = {
-        (r["device"], r["model"], r["threads"]): r["p50_ms"]
+        _twin(r): r["p50_ms"]
         for r in rows
         if r["variant"] == "fp32" and r["status"] == "ok" and r.get("p50_ms")
     }
     for row in rows:
-        base = reference.get((row["device"], row["model"], row["threads"]))
+        base = reference.get(_twin(row))
         if base and row["status"] == "ok" and row.get("p50_ms"):
             row["speedup_vs_fp32"] = base / row["p50_ms"]
 
@@ -254,6 +268,8 @@ class RunStore:
         for device, doc in self.documents():
             row = result_row(self.run_id, device, doc)
             row.update(accuracy.get((device, row["job_id"]), {}))
+            if row.get("drift"):
+                row["flags"] = with_flag(row["flags"], "drift")
             rows.append(row)
             for index, sample in enumerate((doc.get("timing") or {}).get("samples_us") or []):
                 samples.append({"run_id": self.run_id, "device": device, "job_id": row["job_id"],
