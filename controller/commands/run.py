@@ -187,8 +187,24 @@ def run(args: argparse.Namespace) -> int:
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
     options = options_from(args)
+    check_input_shapes(options.job.input_shapes, models)
     _, result = run_and_show(devices, models, options, inventory.path, args.json)
     return int(result.exit_code())
+
+
+def check_input_shapes(shapes: dict, models: list) -> None:
+    """Raise UsageError when an --input-shape names an input that none of ``models`` has (a typo would
+    otherwise resize nothing, silently)."""
+    from controller.errors import UsageError
+    from controller.fleet.sweep import input_names
+
+    if not shapes:
+        return
+    known = set().union(*(input_names(m) for m in models))
+    unknown = sorted(set(shapes) - known)
+    if unknown:
+        raise UsageError(f"--input-shape names {unknown}, but no model has such an input (inputs: "
+                         f"{sorted(known)})")
 
 
 def run_and_show(devices, models, options, inventory_path: str, as_json: bool):

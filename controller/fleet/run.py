@@ -330,10 +330,13 @@ class DeviceRun(DeviceSession):
         for index in indices:
             model = self.models[index]
             data = eval_files.get(model.name)
+            names = sweeps.input_names(model) if template.input_shapes else set()
             for setting in self._settings(model):
                 job_id = _job_id(index, model, setting)
                 with_data = setting.batch in (None, 1)
-                shapes = dict(template.input_shapes, **setting.input_shapes)
+                # --input-shape NAME=... resizes the models that have an input NAME
+                shapes = {name: dims for name, dims in template.input_shapes.items() if name in names}
+                shapes.update(setting.input_shapes)
                 spec = dataclasses.replace(
                     template, model=self._model_path(model), id=job_id, threads=setting.threads,
                     xnnpack=setting.xnnpack, runtime=runtime, input_shapes=shapes,

@@ -64,3 +64,11 @@ def job_id(index: int, model: ModelRef, setting: Setting | int) -> str:
 def input_suffix(path: str) -> str:
     """.npy or .npz: the suffix an input data file keeps on the device (numpy reads it by content)."""
     return ".npy" if path.endswith(".npy") else ".npz"
+
+
+def input_names(model: ModelRef) -> set[str]:
+    """The names of the model's inputs (empty when it cannot be read: the preflight skips it)."""
+    try:
+        return {io.name for io in model_info(model.path, model.sha256).inputs}
+    except InputError:
+        return set()

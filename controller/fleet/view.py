@@ -120,14 +120,16 @@ def status_text(row: dict[str, Any], notes: list[str]) -> tuple[str, str]:
 
 
 def _optional_columns(results: pd.DataFrame) -> list:
-    """(title, render) of the columns a run only shows when it has them: the CPUs when a job was pinned
-    or ran on part of the device, XNNPACK when swept, the batch size of a batch sweep, energy."""
+    """(title, render) of the columns a run only shows when it has them: the CPUs when a job ran on part
+    of its device (or on a named cluster), XNNPACK when swept, the batch size of a batch sweep, energy."""
     def has(column: str) -> bool:
         return column in results and results[column].notna().any()
 
     optional = []
-    if has("affinity") and ("cluster" not in results or (results["cluster"].dropna() != "all").any()
-                            or results["affinity"].dropna().nunique() > 1):
+    pinned = has("affinity") and any(
+        len(str(a).split(",")) < n for a, n in zip(results["affinity"], results["cpu_count"])
+        if _present(a) and _present(n))
+    if pinned or (has("cluster") and (results["cluster"].dropna() != "all").any()):
         optional.append(("cpus", lambda r: f"{r['affinity']} ({r['cluster']})" if _present(r.get("affinity"))
                          else "-"))
     if "xnnpack" in results and results["xnnpack"].dropna().nunique() > 1:
