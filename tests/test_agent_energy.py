@@ -2,8 +2,8 @@
 
 No sensor exists on this VM, so the sensors are files in a sysfs-shaped folder (the one place a fake is
 right); threads change them over time the way a kernel driver would. In the end-to-end tests the power
-follows the real CPU use of the real worker process (2 W idle + 7 W x its utilisation), so the idle
-subtraction and the per-inference division meet a real measurement.
+follows the real worker process (2 W, 9 W while it runs), so the idle subtraction and the per-inference
+division meet a real measurement.
 """
 
 from __future__ import annotations
@@ -113,11 +113,12 @@ def test_idle_and_active_from_a_counter_moved_by_a_thread(tmp_path):
         t0, before = time.monotonic(), meter.read_counters()
         time.sleep(0.5)
         after, seconds = meter.read_counters(), time.monotonic() - t0
-    assert idle == pytest.approx(3e6, rel=0.15)
+    # (the driver updates every 20 ms: a reading may lag by one update at each end of a window)
+    assert idle == pytest.approx(3e6, rel=0.2)
     doc = energy.result(meter, idle, meter.delta_uj(before, after), seconds, 100)
-    assert doc["idle_mw"] == pytest.approx(3000, rel=0.15) and doc["active_mw"] == pytest.approx(8000, rel=0.15)
+    assert doc["idle_mw"] == pytest.approx(3000, rel=0.2) and doc["active_mw"] == pytest.approx(8000, rel=0.2)
     # (8 W - 3 W) x 0.5 s / 100 inferences = 25 mJ
-    assert doc["mj_per_inference"] == pytest.approx(25.0, rel=0.25) and doc["reason"] is None
+    assert doc["mj_per_inference"] == pytest.approx(25.0, rel=0.4) and doc["reason"] is None
 
 
 def test_sampled_power_is_integrated_at_twenty_hertz(tmp_path):
@@ -143,13 +144,11 @@ def test_active_power_not_above_idle_gives_no_number_but_the_reason(tmp_path):
     assert doc["mj_per_inference"] is None and "not above idle" in doc["reason"]
 
 
-def utilisation_power(parent: int):
-    """2 W + 7 W x the CPU use of ``parent``'s children over the last call (from /proc, clock ticks)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    last = {"t": time.monotonic(), "cpu": 0.0}
-
-    def children_cpu() -> float:
-        total = 0.0
+def busy_power(parent: int):
+    """2 W, + 7 W while a child of ``parent`` (the worker) is running or waiting for a CPU (state R in
+    /proc/<pid>/stat) - like a board whose power follows its load, independent of how busy the shared
+    test machine is."""
+    def power() -> float:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -157,15 +156,9 @@ def utilisation_power(parent: int):
                 fields = (entry / "stat").read_text().rpartition(")")[2].split()
             except OSError:
                 continue
-            if int(fields[1]) == parent:
-                total += (int(fields[11]) + int(fields[12])) / tick
-        return total
-
-    def power() -> float:
-        now, cpu = time.monotonic(), children_cpu()
-        busy = max(0.0, min(1.0, (cpu - last["cpu"]) / max(1e-3, now - last["t"]))) if last["cpu"] else 0.0
-        last.update(t=now, cpu=cpu)
-        return 2.0 + 7.0 * busy
+            if int(fields[1]) == parent and fields[0] == "R":
+                return 9.0
+        return 2.0
 
     return power
 
@@ -179,18 +172,17 @@ def test_a_real_job_reports_energy_per_inference_above_idle(test_models, tmp_pat
         path, counter = tmp_path / "sys" / "class" / "hwmon" / "hwmon0" / "power1_input", False
         write(path, 2_000_000)
     options = RunnerOptions(extra_env={"EDGEBENCH_AGENT_SYSFS_ROOT": str(tmp_path)})
-    with Driver(path, utilisation_power(os.getpid()), counter=counter, period=0.05):
+    with Driver(path, busy_power(os.getpid()), counter=counter, period=0.02):
         doc = run_job(quick(test_models["bench_medium"], min_seconds=1.5, cpus="1"), options)
     assert doc["status"] == "ok", doc["error"]
     e = doc["energy"]
     assert e["source"].startswith("rapl:" if kind == "rapl" else "hwmon-power:"), e
     assert e["reason"] is None, e
-    # the worker sleeps while idle is measured (the power lags the CPU use by one 50 ms update, so the
-    # tail of the model's loading shows in it) and is busy while inferring, on a CPU others share
-    assert 1900 < e["idle_mw"] < 4500
-    assert e["active_mw"] > e["idle_mw"] + 1000
+    # the worker sleeps while idle is measured (the power follows it within one 20 ms update, so the end
+    # of the model's loading may show in it) and runs while it infers
+    assert 1500 < e["idle_mw"] < 4000  # 2 W, give or take the driver thread's own lag on a busy machine
+    assert e["active_mw"] > e["idle_mw"] + 3000
     assert e["inferences"] > 0 and e["seconds"] > 0.9
-    # at most 7 W above idle for the mean inference time (less when the shared CPU was not all ours)
-    upper = 7.0 * doc["timing"]["mean_ms"]  # W x ms = mJ
-    assert 0.2 * upper < e["mj_per_inference"] <= 1.3 * upper
+    # 7 W above idle for the wall time of an inference: W x ms = mJ
+    assert 0.5 * 7.0 * doc["timing"]["mean_ms"] < e["mj_per_inference"] <= 1.5 * 7.0 * doc["timing"]["mean_ms"]
     assert doc["processes"][0]["mj_per_inference"] == e["mj_per_inference"]
