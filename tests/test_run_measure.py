@@ -136,3 +136,21 @@ def test_devices_yaml_cpus_is_validated_naming_file_device_and_key(test_models, 
     code = main(["run", str(test_models["float32"]), "--devices", str(path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and str(path) in err and "'here'" in err and "'cpus'" in err
+
+
+@pytest.mark.parametrize("value,expected", [("big", "big"), (0, "0"), ("0,2-3", "0,2-3"), ("all", "all")])
+def test_devices_yaml_cpus_forms(tmp_path, value, expected):
+    from controller.fleet.inventory import load
+
+    assert load(str(inventory(tmp_path, cpus=value))).devices[0].cpus == expected
+
+
+def test_an_ansible_host_sets_cpus_with_edgebench_cpus(tmp_path):
+    from controller.errors import ConfigError
+    from controller.fleet.ansible import load_ansible
+
+    (tmp_path / "lab.ini").write_text("[rpi]\nrpi4-a ansible_host=10.0.0.21 edgebench_cpus=big\n")
+    assert load_ansible(str(tmp_path / "lab.ini")).devices[0].cpus == "big"
+    (tmp_path / "bad.ini").write_text("[rpi]\nrpi4-a ansible_host=10.0.0.21 edgebench_cpus=fast\n")
+    with pytest.raises(ConfigError, match="'cpus' must be all, big, little or a CPU list"):
+        load_ansible(str(tmp_path / "bad.ini"))
