@@ -43,6 +43,8 @@ class JobSpec:
     run_delay: float = 0.0  #: seconds of pause between two timed invocations (benchmark_model's run_delay)
     delegate: str | None = None  #: path of an external delegate library (.so) on the device
     delegate_options: dict[str, str] = field(default_factory=dict)  #: its key=value options
+    #: per-op profile plan (agent/profile.py): single-op models to time after the whole model, or None
+    profile: dict[str, Any] | None = None
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +91,10 @@ class JobSpec:
             raise UsageError("delegate must be the path of a delegate library, got an empty string")
         if not isinstance(self.delegate_options, dict):
             raise UsageError(f"delegate_options must be an object of key: value, got {self.delegate_options!r}")
+        if self.profile is not None:
+            from agent.profile import check_plan
+
+            check_plan(self.profile)
 
 
 def parse_input_shapes(items: list) -> dict[str, list[int]]:

@@ -36,7 +36,19 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from agent import canary, cpus, delegation, energy, measure, modelfile, probes, runtimes, schema, state
+from agent import (
+    canary,
+    cpus,
+    delegation,
+    energy,
+    measure,
+    modelfile,
+    probes,
+    profile,
+    runtimes,
+    schema,
+    state,
+)
 from agent.errors import JobFailed, UsageError
 from agent.failures import classify, first_line
 from agent.job import JobSpec
@@ -152,6 +164,9 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
                          stop_reason=loop.stop_reason, process_count=1)
     del warm  # its samples are not reported; free them before the outputs pass
     _flag(spec, doc, stats, loop)
+    if spec.profile:
+        doc["profile"] = _guard(lambda: profile.profile(spec, runtime, interpreter, in_ios, samples.sample(0),
+                                                        stats["p50_ms"]), "the per-op profile", runtime)
     if spec.save_outputs:
         doc["outputs_file"] = _save_outputs(spec.save_outputs, interpreter, in_ios, out_ios, samples, runtime)
 

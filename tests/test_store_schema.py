@@ -39,8 +39,12 @@ def test_version_1_and_2_documents_become_rows_with_flags_next_to_the_status(tes
 def test_a_document_from_a_newer_agent_is_refused_naming_the_file(tmp_path):
     store = RunStore.create(str(tmp_path), {"run_id": "r"}, run_id="r")
     newer = dict(V1, schema_version=3)
-    path = store.save_result("dev", newer)
-    with pytest.raises(InputError, match=r"results/dev/001.json: result document has schema_version 3"):
+    with pytest.raises(InputError, match=r"result schema version 3 is newer than this controller reads \(2\)"):
+        store.save_result("dev", newer)
+    path = tmp_path / "r" / "results" / "dev" / "001.json"  # as a newer agent would have left it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(newer))
+    with pytest.raises(InputError, match=r"results/dev/001.json: result schema version 3 is newer"):
         store.write_tables()
     with open(path) as fh:
         assert json.load(fh)["schema_version"] == 3  # left as it came
