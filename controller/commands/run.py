@@ -38,15 +38,18 @@ def _positive_list(option: str):
     return parse
 
 
-def add_measure_arguments(p: argparse.ArgumentParser, d: JobSpec) -> None:
-    """Placement, repeats, delegates and inputs of a run (README "Measuring on a real board")."""
+def add_measure_arguments(p: argparse.ArgumentParser, d: JobSpec, job_cooldown: bool = True) -> None:
+    """Placement, repeats, delegates and inputs of a run (README "Measuring on a real board").
+    ``job_cooldown=False`` leaves ``--cooldown`` to the caller (``nightly`` has its own: the pause before
+    re-measuring); the run's pause between jobs is ``args.job_cooldown``."""
     p.add_argument("--cpus", metavar="LIST|big|little|all", help="pin every job to these CPUs: a list like "
                    "0,2-3 or a cluster (big / little from the device's cpu_capacity); a device's own cpus: "
                    "key wins (default: no pinning)")
     p.add_argument("--repeat", type=int, default=d.repeat, help="measure each job in this many fresh "
                    f"processes; the p50 is the median of theirs (default {d.repeat})")
-    p.add_argument("--cooldown", type=float, default=d.cooldown,
-                   help=f"pause between jobs and between repeats on a device, seconds (default {d.cooldown:g})")
+    if job_cooldown:
+        p.add_argument("--cooldown", dest="job_cooldown", type=float, default=d.cooldown,
+                       help=f"pause between jobs and between repeats on a device, seconds (default {d.cooldown:g})")
     p.add_argument("--run-delay", type=float, default=d.run_delay,
                    help=f"pause between two timed inferences, seconds (default {d.run_delay:g})")
     p.add_argument("--xnnpack", type=_xnnpack, default=(d.xnnpack,), metavar="on,off",
@@ -61,9 +64,9 @@ def add_measure_arguments(p: argparse.ArgumentParser, d: JobSpec) -> None:
                    help="sweep these batch sizes over models whose inputs have a dynamic first dimension")
 
 
-def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+") -> None:
+def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+", job_cooldown: bool = True) -> None:
     """The options of a fleet run (shared by ``run`` and ``nightly``, whose models may come from its
-    --config: ``models_nargs="*"``)."""
+    --config: ``models_nargs="*"``, and whose ``--cooldown`` is its own: ``job_cooldown=False``)."""
     p.add_argument("models", nargs=models_nargs, default=[] if models_nargs == "*" else None, metavar="MODEL",
                    help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
@@ -81,7 +84,7 @@ def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+") -> No
     p.add_argument("--job-timeout", type=float, default=defaults.JOB_TIMEOUT,
                    help=f"deadline of one job on the device, seconds (default {defaults.JOB_TIMEOUT:g})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs (default {d.seed})")
-    add_measure_arguments(p, d)
+    add_measure_arguments(p, d, job_cooldown)
     p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
                    "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
     p.add_argument("--no-eval", action="store_true", help="do not compute accuracy")
@@ -151,7 +154,8 @@ def options_from(args: argparse.Namespace):
         raise UsageError(f"--delegate: {exc}" if "delegate" in str(exc) else str(exc)) from exc
     job = JobSpec(model="", runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
                   min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
-                  seed=args.seed, cpus=args.cpus, repeat=args.repeat, cooldown=args.cooldown,
+                  seed=args.seed, cpus=args.cpus, repeat=args.repeat,
+                  cooldown=getattr(args, "job_cooldown", JobSpec.cooldown),
                   run_delay=args.run_delay, xnnpack=args.xnnpack[0], delegate=delegate,
                   delegate_options=delegate_options, input_shapes=shapes,
                   inputs=os.path.abspath(args.inputs) if args.inputs else None)
