@@ -62,6 +62,12 @@ class DeviceLock:
         f.flush()
         self._file = f
 
+    def fileno(self) -> int:
+        """The held lock file's descriptor (a child given it keeps the lock held while it lives)."""
+        if self._file is None:
+            raise ValueError("the lock is not held")
+        return self._file.fileno()
+
     def _holder(self) -> str:
         try:
             pid = self.path.read_text().strip()

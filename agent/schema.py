@@ -30,6 +30,8 @@ TOP_LEVEL_KEYS = ("schema_version", "status", "error", "job", "model", "runtime"
 #   "signal"            worker killed by a signal (status "crashed")
 #   "timeout"           worker passed its deadline (status "timeout")
 #   "worker_failed"     worker exited without writing a document
+#   "cancelled"         agent daemon: cancelled by a client (daemon-client cancel)
+#   "daemon_died"       agent daemon: the daemon died while the job measured (status "crashed"; not re-run)
 
 TIMING_KEYS = ("init_ms", "first_inference_ms", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms",
                "p90_ms", "p99_ms", "warmup_count", "warmup_ms", "noisy", "stop_reason", "samples_us")
