@@ -101,7 +101,10 @@ class Daemon(Requests):
         pid_file.write(f"{os.getpid()}\n")
         pid_file.flush()
         try:
-            crashed = self.store.open()
+            try:
+                crashed = self.store.open()
+            except OSError as exc:
+                raise UsageError(f"cannot use the daemon folder {self.state}: {exc.strerror or exc}") from exc
             if crashed:
                 log.warning("journaled as crashed (the daemon died while they ran): %s", ", ".join(crashed))
             listener = self._listen()
@@ -164,6 +167,9 @@ class Daemon(Requests):
 
     # ---- running jobs -----------------------------------------------------------------------------------
     def _run_jobs(self) -> None:
+        """The job loop (its own thread): the oldest queued job, one at a time, until stopping. A journal
+        that cannot be written (disk full) leaves the job queued and is retried with a growing pause; a
+        bug journals that one job as ``internal`` and the loop goes on."""
         backoff = 1.0
         while True:
             with self.cond:
@@ -180,8 +186,11 @@ class Daemon(Requests):
             except OSError as exc:  # the journal could not be written (disk full): nothing acknowledged
                 self.problem = f"cannot write the journal in {self.state}: {exc.strerror or exc}"
                 log.error("%s; retrying in %.0f s", self.problem, backoff)
-                time.sleep(backoff)
+                self._pause(backoff)
                 backoff = min(60.0, backoff * 2)
+            except Exception as exc:
+                log.exception("job %s: internal error", record["id"])
+                self._journal_bug(record, exc)
             finally:
                 with self.cond:
                     self.current = None
@@ -223,6 +232,22 @@ class Daemon(Requests):
                 cursor = self.store.finish(job_id, doc, started=current["started"], ended=ended)
                 self.problem = None
                 log.info("job %s: %s (cursor %d)", job_id, doc["status"], cursor)
+
+    def _pause(self, seconds: float) -> None:
+        with self.cond:
+            if not self.stopping:
+                self.cond.wait(timeout=seconds)
+
+    def _journal_bug(self, record: dict, exc: Exception) -> None:
+        spec = record.get("spec") or {}
+        doc = schema.new_document(spec, spec.get("model"), probes.environment())
+        schema.set_error(doc, "error", "internal", f"agent daemon bug: {type(exc).__name__}: {exc}")
+        try:
+            with self.cond:
+                self.store.finish(record["id"], doc, started=None)
+        except OSError as write_error:
+            self.problem = f"cannot write the journal in {self.state}: {write_error.strerror or write_error}"
+            self._pause(5.0)
 
     def _take_lock(self) -> DeviceLock | None:
         """The device lock, tried every ``lock_poll`` s for as long as it takes; None when the job was

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -122,11 +123,17 @@ def test_a_sigkilled_daemon_restarts_without_losing_or_doubling_a_result(test_mo
     assert [p.name for p in journal_files(tmp_path)] == names
 
 
-def test_stop_leaves_the_interrupted_job_queued_and_a_restart_runs_it(test_models, tmp_path, agent_daemon):
+@pytest.mark.parametrize("how", ["stop", "sigterm"])
+def test_stop_leaves_the_interrupted_job_queued_and_a_restart_runs_it(test_models, tmp_path, agent_daemon, how):
+    """`daemon-client stop`, or SIGTERM as systemd sends it."""
     daemon = agent_daemon(tmp_path)
     daemon.submit([job(test_models["bench_medium"], "long", **LONG)])
     worker_pid = daemon.wait_running("long")["running"]["worker_pid"]
-    assert daemon.stop() == 0
+    if how == "stop":
+        assert daemon.stop() == 0
+    else:
+        daemon.proc.terminate()
+        assert daemon.proc.wait(timeout=60) == 0
     assert not psutil.pid_exists(worker_pid) or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
     assert journal_files(tmp_path) == [] and (tmp_path / "daemon" / "jobs" / "long.json").exists()
     assert not (tmp_path / "daemon" / "daemon.sock").exists()
@@ -273,3 +280,46 @@ def test_a_daemon_and_one_shot_batches_never_measure_at_once(test_models, tmp_pa
     assert len(windows) == 7
     overlaps = [(a, b) for a, b in zip(windows, windows[1:]) if b[0] < a[1]]
     assert overlaps == []
+
+
+def test_the_daemon_waits_for_a_held_device_lock_and_says_who_holds_it(test_models, tmp_path, agent_daemon):
+    lock = tmp_path / "lock"
+    daemon = agent_daemon(tmp_path, lock=lock)
+    with DeviceLock(str(lock), timeout=0):
+        daemon.submit([job(test_models["float32"], "a")])
+        deadline = time.monotonic() + 30
+        while not daemon.status()["waiting_for_lock"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = daemon.status()
+        assert f"held by pid {os.getpid()}" in status["waiting_for_lock"]
+        assert status["running"]["id"] == "a" and status["running"]["worker_pid"] is None  # not measuring
+        assert journal_files(tmp_path) == []
+    assert [e["status"] for e in daemon.watch(["a"])] == ["ok"]
+
+
+@pytest.mark.slow
+def test_the_zipapp_daemon_runs_on_a_bare_device_python(agent_pyz, agent_venv_python, test_models, tmp_path):
+    """As a fleet device runs it: `python3 edgebench-agent.pyz daemon --detach`, numpy + ai-edge-litert only."""
+    def pyz(*args):
+        return subprocess.run([str(agent_venv_python), str(agent_pyz), *map(str, args)], capture_output=True,
+                              text=True, timeout=120, check=False, cwd=tmp_path)
+
+    started = pyz("daemon", "--detach", "--workdir", tmp_path / "w")
+    assert started.returncode == 0, started.stderr
+    status = json.loads(started.stdout)
+    try:
+        assert status["started"] is True and status["daemon"]["agent"] == str(agent_pyz)
+        (tmp_path / "jobs.json").write_text(json.dumps([job(test_models["int8_io"], "z")]))
+        assert json.loads(pyz("daemon-client", "--workdir", tmp_path / "w", "submit", "jobs.json").stdout)[
+            "accepted"] == ["z"]
+        watch = pyz("daemon-client", "--workdir", tmp_path / "w", "watch", "--ids", "z")
+        assert watch.returncode == 0, watch.stderr
+        lines = [json.loads(line) for line in watch.stdout.splitlines()]
+        done = [e for e in lines if e["event"] == "done"]
+        assert [e["status"] for e in done] == ["ok"] and lines[-1]["complete"] is True
+        assert read_json(done[0]["file"])["worker"]["python"] == str(agent_venv_python)
+    finally:
+        assert pyz("daemon-client", "--workdir", tmp_path / "w", "stop").returncode == 0
+        pid = status["daemon"]["pid"]
+        if psutil.pid_exists(pid):
+            psutil.Process(pid).wait(timeout=30)
