@@ -6,7 +6,7 @@ refusal is ``{"error": {"kind": "usage" | "busy" | "internal", "message": ...}}`
 matching AgentError here. The socket is ``<workdir>/daemon/daemon.sock``; nothing listens on the network.
 
 ``python -m agent daemon-client --workdir W status | submit JOBS.json | result [JOB] [--since N] |
-cancel JOB | watch [--since N] [--ids a,b] | stop`` prints the answer as JSON (one line per event for
+cancel JOB | watch [--since N] [--ids a,b | --prefix P] | stop`` prints the answer as JSON (one line per event for
 ``watch``). Standard library only.
 """
 
@@ -153,6 +153,8 @@ def add_arguments(parser) -> None:
     watch.add_argument("--since", type=int, default=0, help="start after this journal cursor (0)")
     watch.add_argument("--ids", default="", help="comma-separated job ids to wait for (default: the whole "
                        "queue as it is now)")
+    watch.add_argument("--prefix", help="wait for every job the daemon knows whose id starts with this (a fleet "
+                       "run's jobs: '<run-id>.')")
     watch.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeat lines (10)")
     actions.add_parser("stop", help="stop the daemon: the running job is stopped and stays queued")
 
@@ -181,7 +183,7 @@ def run(args, out: Callable[[str], None]) -> int:
         return ExitCode.OK if args.job is None or answer.get("state") == "finished" else ExitCode.JOB_FAILED
     if args.action == "watch":
         ids = [i for i in args.ids.split(",") if i] or None
-        for event in stream(workdir, {"op": "watch", "since": args.since, "ids": ids,
+        for event in stream(workdir, {"op": "watch", "since": args.since, "ids": ids, "prefix": args.prefix,
                                       "heartbeat": args.heartbeat}, timeout=max(60.0, 3 * args.heartbeat)):
             out(json.dumps(event))
             if event.get("end"):

@@ -178,13 +178,17 @@ class Requests:
         return {"stopping": True}
 
     def _watch(self, conn: socket.socket, request: dict) -> None:
-        """Stream ``{"event": "done", ...}`` per finished job after ``since`` (among ``ids``), a heartbeat
+        """Stream ``{"event": "done", ...}`` per finished job after ``since`` (among ``ids``, or the known
+        jobs whose id starts with ``prefix``, or the queue as it is now), a heartbeat
         every ``heartbeat`` s, and ``{"event": "end", "end": true, "complete": bool}`` last."""
         since, ids, every = request.get("since", 0), request.get("ids"), float(request.get("heartbeat") or 10.0)
         if not isinstance(since, int) or since < 0 or every <= 0:
             raise UsageError("watch needs 'since' (a cursor >= 0) and 'heartbeat' > 0")
         with self.cond:
-            if ids is None:
+            prefix = request.get("prefix")
+            if ids is None and prefix:
+                ids = [j for j in list(self.store.queued) + list(self.store.finished) if j.startswith(str(prefix))]
+            elif ids is None:
                 ids = list(self.store.queued)
             unknown = [j for j in ids if self.store.state_of(str(j)) is None]
             if unknown:

@@ -50,6 +50,8 @@ def test_submitted_jobs_are_measured_in_order_and_journaled_before_they_are_repo
     result = daemon.client("result", "b")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["document"]["status"] == "ok"
+    by_prefix = daemon.client("watch", "--prefix", "b")  # every known job whose id starts with "b"
+    assert [json.loads(line).get("id") for line in by_prefix.stdout.splitlines()] == ["b", None]
     since = json.loads(daemon.client("result", "--since", "1").stdout)
     assert [row["id"] for row in since["finished"]] == ["b", "c"] and since["cursor"] == 3
     assert [p.name for p in journal_files(tmp_path)] == ["00000001.a.json", "00000002.b.json", "00000003.c.json"]
