@@ -43,7 +43,7 @@ from agent.daemon_store import DaemonStore
 from agent.errors import BusyError, UsageError
 from agent.job import JobSpec
 from agent.lock import DeviceLock
-from agent.runner import RunnerOptions, run_job
+from agent.runner import RunnerOptions, agent_root, run_job
 
 log = logging.getLogger("agent.daemon")
 _ACCEPT_POLL_S = 0.5
@@ -74,6 +74,8 @@ class Daemon(Requests):
         self.store = DaemonStore(self.state)
         self.cond = threading.Condition()  #: guards the store and the fields below
         self.started = time.time()
+        #: the file this daemon's code came from, resolved at start (a symlink may move on later)
+        self.agent_real = os.path.realpath(agent_root())
         self.stopping = False
         self.current: dict | None = None  #: {"id", "started", "worker_pid", "cancel"} of the running job
         self.waiting_for_lock: str | None = None

@@ -90,6 +90,7 @@ class Requests:
                 current.pop("cancel")
             queued = [j for j in self.store.queued if not current or j != current["id"]]
             return {"daemon": {"pid": os.getpid(), "version": agent.__version__, "agent": agent_root(),
+                               "agent_real": self.agent_real,
                                "workdir": str(self.options.root), "started": self.started,
                                "stopping": self.stopping},
                     "heartbeat": heartbeat, "running": current, "queued": queued,
