@@ -212,3 +212,22 @@ class DaemonJobs:
         raise DeviceError(name, f"the link dropped ({why}) and {options.reconnect_attempts} reconnects failed; "
                           f"the jobs go on in the device's agent daemon: collect them with `edgebench run "
                           f"--resume {self.run.store.run_id}`", kind="unreachable")
+
+
+def heartbeat(session: Any) -> dict[str, Any]:
+    """The daemon's heartbeat on a connected session's device, for ``devices --check``: ``{"running": True,
+    "pid", "uptime_s", "queue_length", "temp_c", "loadavg", "job"}`` or ``{"running": False, "reason"}``.
+    Never starts a daemon. Raises DeviceError only for a dead link."""
+    result = session.run_python([session.agent, "daemon-client", "--workdir", session.workdir, "status"])
+    if result.exit_code == 5:
+        return {"running": False, "reason": "not running (the next run with daemon: true starts it)"}
+    if result.exit_code != 0:
+        return {"running": False, "reason": f"daemon-client status failed (exit {result.exit_code}): "
+                                            f"{result.stderr.strip()[-300:]}"}
+    status = json.loads(result.stdout)
+    beat = status.get("heartbeat") or {}
+    running = status.get("running") or {}
+    return {"running": True, "pid": (status.get("daemon") or {}).get("pid"), "uptime_s": beat.get("uptime_s"),
+            "queue_length": beat.get("queue_length"), "temp_c": beat.get("temp_c"),
+            "loadavg": beat.get("loadavg"), "job": running.get("id"),
+            "waiting_for_lock": status.get("waiting_for_lock"), "problem": status.get("problem")}
