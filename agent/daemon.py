@@ -234,6 +234,7 @@ class Daemon(Requests):
                 cursor = self.store.finish(job_id, doc, started=current["started"], ended=ended)
                 self.problem = None
                 log.info("job %s: %s (cursor %d)", job_id, doc["status"], cursor)
+            self.current = None  # in the same critical section: status never shows a journaled job running
 
     def _pause(self, seconds: float) -> None:
         with self.cond:

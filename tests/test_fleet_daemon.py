@@ -20,7 +20,7 @@ import pytest
 from agent import daemon_client
 from agent.errors import AgentError
 from controller.errors import ConfigError
-from controller.inventory import load
+from controller.fleet.inventory import load
 from tests.fixtures_fleet import REPO, device_entry, write_inventory
 
 
@@ -200,7 +200,8 @@ def test_a_daemon_sigkilled_mid_run_is_restarted_and_its_running_job_reported_cr
     code, doc = run_json(*models, "--devices", str(daemon_fleet["inventory"]), "--device", "dd-0",
                          "--device", "dd-2", "--out", str(tmp_path / "out"), *STEADY)
     killer.join(timeout=60)
-    assert code == 1, doc  # one job crashed
+    assert killed, "the daemon was never killed"
+    assert code == 1, (killed, doc["results"], doc["devices"]["dd-0"])  # one job crashed
     rows = rows_by_device(doc)
     assert [r["status"] for r in rows["dd-2"]] == ["ok"] * 4
     statuses = {r["job_id"]: (r["status"], r["error_kind"]) for r in rows["dd-0"]}

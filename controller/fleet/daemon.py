@@ -43,7 +43,7 @@ def daemon_job_id(run_id: str, job_id: str) -> str:
 
 
 class DaemonJobs:
-    """The daemon part of one :class:`~controller.fleet.DeviceRun` (``run``): ensure, submit, watch + fetch,
+    """The daemon part of one :class:`~controller.fleet.run.DeviceRun` (``run``): ensure, submit, watch + fetch,
     reconnect. ``run`` provides the transport (``t``), ``run_python``, ``agent``, ``workdir``, ``device``,
     ``store``, ``status``, ``options``, ``jobs``, ``fetched``, ``open``/``close`` and ``_set``."""
 
@@ -107,9 +107,9 @@ class DaemonJobs:
         self.submit(run_dir)
         while True:
             try:
-                if self._watch(ahead):
+                why = self._watch(ahead)
+                if why is None:
                     return
-                why = "the agent daemon stopped during the run"
             except DeviceError as exc:
                 if exc.kind not in LINK_KINDS:
                     raise
@@ -129,13 +129,13 @@ class DaemonJobs:
         status.daemon_queue_ahead = len(queued) + (1 if answer.get("running") else 0)
         return status.daemon_queue_ahead
 
-    def _watch(self, ahead: int) -> bool:
-        """One ``watch`` until the run's jobs are all journaled; True when complete."""
+    def _watch(self, ahead: int) -> str | None:
+        """One ``watch`` until the run's jobs are all journaled: None when complete, else why it ended."""
         pending = [j for j in self.run.jobs if j["id"] not in self.run.fetched]
         if not pending:
-            return True
+            return None
         options = self.run.options
-        deadline = (ahead + len(pending)) * (options.job_timeout + 30) + self._lock_timeout() + 60
+        deadline = (ahead + len(pending)) * (options.job.timeout + 30) + self._lock_timeout() + 60
         self.run._set(state="running", detail=f"daemon: {len(pending)} job(s) queued")
         start = time.monotonic()
         result = self.client("watch", "--prefix", self.prefix, "--heartbeat", f"{HEARTBEAT_SECONDS:g}",
@@ -144,7 +144,13 @@ class DaemonJobs:
         if result.exit_code == 2:
             raise DeviceError(self.run.device.name, f"the agent daemon refused the watch: "
                               f"{result.stderr.strip()[-500:]}", kind="agent")
-        return result.exit_code == 0 and all(j["id"] in self.run.fetched for j in self.run.jobs)
+        if result.exit_code == 0 and all(j["id"] in self.run.fetched for j in self.run.jobs):
+            return None
+        if result.exit_code in (1, 5):  # the daemon said it is stopping / it vanished mid-watch
+            return "the agent daemon stopped during the run"
+        if result.exit_code < 0:  # the channel closed without an exit status: the session was cut
+            return "the SSH session was lost while watching the daemon (no exit status)"
+        return f"the watch ended early (exit {result.exit_code}): {result.stderr.strip()[-300:]}"
 
     def _lock_timeout(self) -> float:
         value = self.run.options.lock_timeout

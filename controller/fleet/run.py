@@ -36,6 +36,7 @@ from agent.modelfile import sha256_of
 from controller import defaults
 from controller.errors import DeviceError, ExitCode, InputError, UsageError
 from controller.fleet.accuracy import score_jobs
+from controller.fleet.daemon import DaemonJobs
 from controller.fleet.group import GroupResult, run_group
 from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
@@ -68,6 +69,8 @@ class RunOptions:
     #: devices start measuring together, after all are prepared (when all run at once)
     sync_start: bool = True
     sync_start_timeout: float = defaults.SYNC_START_TIMEOUT
+    reconnect_attempts: int = defaults.RECONNECT_ATTEMPTS  #: daemon devices, after a dropped link
+    reconnect_backoff: float = defaults.RECONNECT_BACKOFF  #: seconds before the first reconnect (doubling)
 
     def __post_init__(self) -> None:
         """Validate once, here at the controller (the agent validates again: it is a trust boundary).
@@ -207,7 +210,10 @@ class DeviceRun(DeviceSession):
             self._pass_gate(wait=bool(self.jobs))
         if self.jobs:
             with clock("batch"):
-                self._batch(run_dir)
+                if self.device.daemon:  # through the device's agent daemon: survives a dropped link
+                    DaemonJobs(self).collect(run_dir)
+                else:
+                    self._batch(run_dir)
             with clock("fetch"):
                 self._fetch_missing(run_dir)
                 if any(j.get("save_outputs") for j in self.jobs):

@@ -276,11 +276,17 @@ class SSHTransport(Transport):
         )
 
     def _sftp_call(self, what: str, func, *args, **kwargs):
+        import paramiko
+
         self._transport()
         try:
             return func(*args, **kwargs)
         except FileNotFoundError:
             raise
+        except (paramiko.SSHException, EOFError) as exc:  # "Server connection dropped" mid-transfer
+            detail = str(exc) or type(exc).__name__
+            raise DeviceError(self.device.name, f"{what} failed: the SSH connection was lost ({detail})",
+                              kind="unreachable") from exc
         except OSError as exc:
             kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
             raise DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind) from exc
