@@ -24,7 +24,7 @@ EPILOG = """exit codes:
   2   usage error (bad arguments, missing file, bad job file)
   3   no TFLite runtime can be imported (or not the one asked for)
   4   the device lock could not be taken before its deadline (daemon: another daemon owns the workdir)
-  5   daemon-client: no agent daemon answers on that workdir
+  6   daemon-client: no agent daemon answers on that workdir (5 is batch's disk full)
   70  internal error (a bug in the agent)
 """
 

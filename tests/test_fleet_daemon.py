@@ -136,6 +136,21 @@ def test_a_daemon_device_runs_its_jobs_through_the_daemon(daemon_fleet, test_mod
     info = json.loads((Path(again["run_dir"]) / "run.json").read_text())["devices"]["dd-0"]["daemon"]
     assert info["started"] is False and info["pid"] == device["daemon"]["pid"]
 
+    # devices --check shows the heartbeat of a running daemon, and says when one is not running
+    from controller.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["devices", "--check", "--json", "--devices", str(daemon_fleet["inventory"]), "--device", "dd-0",
+                     "--device", "dd-1"])
+    assert code == 0
+    checks = {row["name"]: row["check"]["daemon"] for row in json.loads(out.getvalue())}
+    assert checks["dd-0"]["running"] is True and checks["dd-0"]["pid"] == info["pid"]
+    assert checks["dd-0"]["queue_length"] == 0 and checks["dd-0"]["uptime_s"] > 0
+    assert len(checks["dd-0"]["loadavg"]) == 3
+    assert checks["dd-1"] == {"running": False, "reason": "not running (the next run with daemon: true starts it)"}
+    assert daemon_pid(daemon_fleet["workdirs"]["dd-1"]) is None  # --check never starts one
+
 
 @pytest.mark.slow
 def test_a_link_cut_mid_run_loses_and_doubles_nothing(daemon_fleet, test_models, tmp_path):
@@ -240,3 +255,13 @@ def test_two_controllers_on_one_daemon_device_never_measure_at_once(daemon_fleet
     assert len(windows) == 4
     assert [(a, b) for a, b in zip(windows, windows[1:]) if b[0] < a[1]] == []
     assert len(journal(daemon_fleet["workdirs"]["dd-2"])) == 4
+
+
+def test_the_devices_table_says_the_heartbeat_in_words():
+    from controller.fleet.view import _daemon_cell
+
+    assert _daemon_cell(None) == "-"
+    assert _daemon_cell({"running": False, "reason": "not running"}) == "[yellow]not running[/]"
+    beat = {"running": True, "uptime_s": 5400, "queue_length": 2, "job": "r.000-m-t1", "temp_c": 47.4,
+            "loadavg": [0.5, 0.4, 0.3]}
+    assert _daemon_cell(beat) == "up 1.5 h, queue 2, running r.000-m-t1, 47 °C, load 0.50"

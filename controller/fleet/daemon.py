@@ -28,6 +28,7 @@ import posixpath
 import time
 from typing import Any
 
+from agent.errors import ExitCode as AgentExit
 from controller.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class DaemonJobs:
                               f"{result.stderr.strip()[-500:]}", kind="agent")
         if result.exit_code == 0 and all(j["id"] in self.run.fetched for j in self.run.jobs):
             return None
-        if result.exit_code in (1, 5):  # the daemon said it is stopping / it vanished mid-watch
+        if result.exit_code in (AgentExit.JOB_FAILED, AgentExit.NO_DAEMON):  # stopping / vanished mid-watch
             return "the agent daemon stopped during the run"
         if result.exit_code < 0:  # the channel closed without an exit status: the session was cut
             return "the SSH session was lost while watching the daemon (no exit status)"
@@ -225,7 +226,7 @@ def heartbeat(session: Any) -> dict[str, Any]:
     "pid", "uptime_s", "queue_length", "temp_c", "loadavg", "job"}`` or ``{"running": False, "reason"}``.
     Never starts a daemon. Raises DeviceError only for a dead link."""
     result = session.run_python([session.agent, "daemon-client", "--workdir", session.workdir, "status"])
-    if result.exit_code == 5:
+    if result.exit_code == AgentExit.NO_DAEMON:
         return {"running": False, "reason": "not running (the next run with daemon: true starts it)"}
     if result.exit_code != 0:
         return {"running": False, "reason": f"daemon-client status failed (exit {result.exit_code}): "
