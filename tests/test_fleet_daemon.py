@@ -265,3 +265,89 @@ def test_the_devices_table_says_the_heartbeat_in_words():
     beat = {"running": True, "uptime_s": 5400, "queue_length": 2, "job": "r.000-m-t1", "temp_c": 47.4,
             "loadavg": [0.5, 0.4, 0.3]}
     assert _daemon_cell(beat) == "up 1.5 h, queue 2, running r.000-m-t1, 47 °C, load 0.50"
+
+
+@pytest.mark.slow
+def test_bootstrap_daemon_writes_the_user_unit_and_starts_the_daemon_where_systemd_is_absent(
+        tmp_path, monkeypatch, capsys):
+    """This box has no systemd user session: the unit is written where systemd would read it
+    ($XDG_CONFIG_HOME/systemd/user), printed, and the daemon started for now; `current.pyz` is the build."""
+    from controller.cli import main
+    from controller.fleet.daemon_unit import UNIT_NAME
+
+    wheels = REPO / "wheels"
+    assert any(wheels.glob("ai_edge_litert-*.whl")), "run `make wheels/.stamp` (make test does) first"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    workdir = tmp_path / "board"
+    inventory = write_inventory(tmp_path / "devices.yaml", [{"name": "board", "transport": "local",
+                                                             "workdir": str(workdir), "daemon": True}])
+    try:
+        code = main(["bootstrap", "--devices", str(inventory), "--wheels", str(wheels), "--daemon"])
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        unit_path = tmp_path / "config" / "systemd" / "user" / UNIT_NAME
+        unit = unit_path.read_text()
+        venv_python = workdir / "venv" / "bin" / "python"
+        assert f"ExecStart={venv_python} {workdir}/agent/current.pyz daemon --workdir {workdir}\n" in unit
+        assert "Restart=always" in unit and "RestartPreventExitStatus=4" in unit
+        assert "systemd cannot be used here" in printed and "ExecStart=" in printed
+        status = daemon_client.request(str(workdir), {"op": "status"})
+        current = workdir / "agent" / "current.pyz"
+        assert current.is_symlink() and status["daemon"]["agent_real"] == os.path.realpath(current)
+        assert psutil.Process(status["daemon"]["pid"]).exe() == os.path.realpath(venv_python)
+    finally:
+        pid = daemon_pid(workdir)
+        if pid:
+            daemon_client.request(str(workdir), {"op": "stop"})
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_device_unreachable_past_its_reconnects_is_collected_later_from_the_journal(
+        daemon_fleet, sshd_factory, test_models, tmp_path):
+    """dd-1's sshd is stopped mid-run and its sessions cut: two reconnects fail, the device fails naming
+    `--resume`, its jobs go on in the daemon; once sshd is back, the journal gives every result once."""
+    from agent.job import JobSpec
+    from controller.fleet.agent_build import agent_zipapp
+    from controller.fleet.daemon import collect_journal
+    from controller.fleet.inventory import load as load_inventory
+    from controller.fleet.models import collect_models
+    from controller.fleet.run import RunOptions, execute
+    from controller.fleet.session import DeviceSession
+
+    models = collect_models([str(test_models[n]) for n in ("float32", "int8_io", "two_outputs", "fp16")])
+    options = RunOptions(job=JobSpec(model="", runs=1, warmup=0, min_seconds=0.6, warmup_min_seconds=0),
+                         out_dir=str(tmp_path / "out"), agent_pyz=agent_zipapp(), reconnect_attempts=2,
+                         reconnect_backoff=0.2)
+    devices = load_inventory(str(daemon_fleet["inventory"])).select(["dd-0", "dd-1"])
+    victim, workdir = daemon_fleet["servers"]["dd-1"], daemon_fleet["workdirs"]["dd-1"]
+
+    def cut() -> None:
+        wait_for(lambda: len(journal(workdir)) >= 1, 120, "dd-1's first result")
+        sessions = session_processes(victim)
+        victim.stop()  # the listener (ours, by pid): reconnects are refused
+        for process in sessions:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+    cutter = threading.Thread(target=cut, daemon=True)
+    cutter.start()
+    store, result = execute(devices, models, options, str(daemon_fleet["inventory"]))
+    cutter.join(timeout=60)
+    status = result.devices["dd-1"]
+    assert status.failed and status.kind == "unreachable"
+    assert f"--resume {store.run_id}" in status.reason and "2 reconnects failed" in status.reason
+    assert [r["ok"] for r in status.reconnects] == [False] and status.reconnects[0]["attempts"] == 2
+    assert result.devices["dd-0"].state == "done"
+
+    victim.start(sshd_factory.authorized_keys)  # the board is back (same port, same host key)
+    session = DeviceSession(devices[1], options.agent_pyz)
+    try:
+        session.open()
+        jobs, docs = collect_journal(session, store.run_id, lock_timeout=60)
+    finally:
+        session.close()
+    assert sorted(j["id"] for j in jobs) == sorted(docs) and len(docs) == 4
+    assert all(doc["status"] == "ok" and doc["daemon"]["job_id"].startswith(store.run_id) for doc in docs.values())
+    assert len(journal(workdir)) == 4  # measured once each, the jobs after the cut too

@@ -30,6 +30,7 @@ from typing import Any
 
 from agent.errors import ExitCode as AgentExit
 from controller.errors import DeviceError
+from controller.fleet.daemon_unit import link_current
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,33 @@ _RESTART_WAIT_S = 30.0
 def daemon_job_id(run_id: str, job_id: str) -> str:
     """The id a run's job has on a device's daemon: ``<run-id>.<job-id>``."""
     return f"{run_id}.{job_id}"
+
+
+def detach(session: Any) -> dict[str, Any]:
+    """``agent daemon --detach`` on the session's device: the daemon's status (``started``: by this call).
+    Raises DeviceError kind "agent" when it does not start."""
+    argv = [session.agent, "daemon", "--detach", "--workdir", session.workdir, "--lock",
+            posixpath.join(session.workdir, "lock")]
+    result = session.run_python(argv)
+    if not result.ok:
+        raise DeviceError(session.device.name, f"the agent daemon did not start (exit {result.exit_code}): "
+                          f"{result.stderr.strip()[-500:]}", kind="agent")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def fetch_journaled(session: Any, folder: str, prefix: str, daemon_id: str, remote: str) -> dict[str, Any]:
+    """Download one journaled result (``remote``) through ``folder`` and return it with the run's own job
+    id in ``job.id`` (the daemon's in ``daemon.job_id``). Raises DeviceError for a dead link."""
+    local = os.path.join(folder, f".fetch-{daemon_id}.json")
+    session.t.get(remote, local)
+    try:
+        with open(local, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    finally:
+        os.unlink(local)
+    doc["job"]["id"] = daemon_id[len(prefix):]
+    doc.setdefault("daemon", {})["job_id"] = daemon_id
+    return doc
 
 
 class DaemonJobs:
@@ -61,12 +89,13 @@ class DaemonJobs:
     def ensure(self) -> dict[str, Any]:
         """Start the daemon unless one answers; replace an idle one that runs another agent build.
         Returns its status. Raises DeviceError kind "agent" when it cannot be started."""
+        link_current(self.run)  # a systemd-managed daemon restarts with this build
         status = self._detach()
         daemon = status.get("daemon") or {}
-        if daemon.get("agent") != self.run.agent:
+        if daemon.get("agent_real") != self.run.agent:
             busy = status.get("running") or status.get("queued")
             if busy:
-                self.run._set(detail=f"the daemon runs agent {daemon.get('agent')} and is busy: using it")
+                self.run._set(detail=f"the daemon runs agent {daemon.get('agent_real')} and is busy: using it")
             else:
                 self.client("stop").check(self.run.device.name)
                 deadline = time.monotonic() + _RESTART_WAIT_S
@@ -75,22 +104,16 @@ class DaemonJobs:
                 status = self._detach()
         self.run.status.daemon = {"pid": (status.get("daemon") or {}).get("pid"),
                                   "started": bool(status.get("started")),
-                                  "agent": (status.get("daemon") or {}).get("agent")}
+                                  "agent": (status.get("daemon") or {}).get("agent_real")}
         return status
 
     def _detach(self) -> dict[str, Any]:
-        argv = [self.run.agent, "daemon", "--detach", "--workdir", self.run.workdir, "--lock",
-                posixpath.join(self.run.workdir, "lock")]
-        result = self.run.run_python(argv)
-        if not result.ok:
-            raise DeviceError(self.run.device.name, f"the agent daemon did not start (exit {result.exit_code}): "
-                              f"{result.stderr.strip()[-500:]}", kind="agent")
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return detach(self.run)
 
     def submit(self, run_dir: str) -> dict[str, Any]:
-        """Queue every job of the run not fetched yet (idempotent on the device). Returns the answer."""
-        jobs = [dict(job, id=daemon_job_id(self.run.store.run_id, job["id"])) for job in self.run.jobs
-                if job["id"] not in self.run.fetched]
+        """Queue every job of the run (idempotent on the device: the ones it knows are not queued again);
+        ``<run_dir>/daemon-jobs.json`` keeps them for ``--resume``. Returns the daemon's answer."""
+        jobs = [dict(job, id=daemon_job_id(self.run.store.run_id, job["id"])) for job in self.run.jobs]
         jobs_file = posixpath.join(run_dir, "daemon-jobs.json")
         self.run.t.put_bytes(json.dumps(jobs, indent=1).encode(), jobs_file)
         result = self.client("submit", jobs_file)
@@ -177,13 +200,8 @@ class DaemonJobs:
         job_id = daemon_id[len(self.prefix):]
         if job_id in self.run.fetched:
             return
-        local = os.path.join(self.run.store.device_dir("results", self.run.device.name), f".fetch-{job_id}.json")
-        self.run.t.get(remote, local)
-        with open(local, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        os.unlink(local)
-        doc["job"]["id"] = job_id
-        doc.setdefault("daemon", {})["job_id"] = daemon_id
+        folder = self.run.store.device_dir("results", self.run.device.name)
+        doc = fetch_journaled(self.run, folder, self.prefix, daemon_id, remote)
         self.run.store.save_result(self.run.device.name, doc)
         self.run.fetched.add(job_id)
         failed = doc.get("status") != "ok"
@@ -238,3 +256,43 @@ def heartbeat(session: Any) -> dict[str, Any]:
             "queue_length": beat.get("queue_length"), "temp_c": beat.get("temp_c"),
             "loadavg": beat.get("loadavg"), "job": running.get("id"),
             "waiting_for_lock": status.get("waiting_for_lock"), "problem": status.get("problem")}
+
+
+def collect_journal(session: Any, run_id: str, lock_timeout: float) -> tuple[list | None, dict[str, dict]]:
+    """``run --resume`` for a daemon device (the signature of :func:`controller.fleet.resume.collect`):
+    (the run's jobs as submitted, with the run's job ids, or None when none were submitted; {job id:
+    result document}). Starts the daemon if it is not running (its recovery journals a job it was
+    measuring when it died as crashed), then waits for the run's jobs still queued (bounded by their
+    timeouts) and fetches every journaled result. Raises DeviceError."""
+    import tempfile
+
+    session.ensure_agent()
+    prefix = daemon_job_id(run_id, "")
+    jobs_file = posixpath.join(session.workdir, "runs", run_id, "daemon-jobs.json")
+    if not session.t.exists(jobs_file):
+        return None, {}
+    with tempfile.TemporaryDirectory(prefix="edgebench-resume-") as folder:
+        local = os.path.join(folder, "daemon-jobs.json")
+        session.t.get(jobs_file, local)
+        with open(local, encoding="utf-8") as fh:
+            jobs = json.load(fh)
+        detach(session)
+        deadline = lock_timeout + sum(float(j.get("timeout") or 0) + 30 for j in jobs) + 60
+        docs: dict[str, dict] = {}
+
+        def on_line(line: str) -> None:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                return
+            if isinstance(event, dict) and event.get("event") == "done" and str(event.get("id")).startswith(prefix):
+                doc = fetch_journaled(session, folder, prefix, str(event["id"]), str(event["file"]))
+                docs[doc["job"]["id"]] = doc
+
+        result = session.run_python([session.agent, "daemon-client", "--workdir", session.workdir, "watch",
+                                     "--prefix", prefix, "--heartbeat", f"{HEARTBEAT_SECONDS:g}"],
+                                    timeout=deadline, on_line=on_line)
+        if result.exit_code != 0:
+            raise DeviceError(session.device.name, f"collecting the run from the agent daemon's journal ended "
+                              f"early (exit {result.exit_code}): {result.stderr.strip()[-300:]}", kind="agent")
+    return [dict(j, id=j["id"][len(prefix):]) for j in jobs], docs

@@ -17,7 +17,9 @@ from typing import Any
 from controller.errors import DeviceError
 
 UNIT_NAME = "edgebench-agent.service"
-UNIT_DIR = "~/.config/systemd/user"
+# Runs on the device: where systemd looks for user units ($XDG_CONFIG_HOME/systemd/user, ~/.config/...).
+_UNIT_DIR_SCRIPT = ("import os; print(os.path.join(os.environ.get('XDG_CONFIG_HOME') or "
+                    "os.path.expanduser('~/.config'), 'systemd', 'user'))")
 
 # Runs on the device: point argv[2] (current.pyz) at argv[1] atomically (symlink + rename).
 _LINK_SCRIPT = """
@@ -68,7 +70,11 @@ def install(session: Any) -> dict[str, Any]:
     caller prints the unit. Raises DeviceError when the unit file cannot be written."""
     link_current(session)
     text = unit_text(session.python, session.workdir)
-    unit_dir = session.t.expand(UNIT_DIR)
+    where = session.run_python(["-c", _UNIT_DIR_SCRIPT])
+    if not where.ok:
+        raise DeviceError(session.device.name, f"cannot find the systemd user unit folder: "
+                          f"{where.stderr.strip()[-300:]}", kind="agent")
+    unit_dir = where.stdout.strip().splitlines()[-1]
     session.t.makedirs(unit_dir)
     unit_path = posixpath.join(unit_dir, UNIT_NAME)
     session.t.put_bytes(text.encode(), unit_path)
