@@ -351,3 +351,15 @@ def test_a_device_unreachable_past_its_reconnects_is_collected_later_from_the_jo
     assert sorted(j["id"] for j in jobs) == sorted(docs) and len(docs) == 4
     assert all(doc["status"] == "ok" and doc["daemon"]["job_id"].startswith(store.run_id) for doc in docs.values())
     assert len(journal(workdir)) == 4  # measured once each, the jobs after the cut too
+
+
+def test_an_ansible_inventory_sets_daemon_with_edgebench_daemon(tmp_path):
+    from controller.fleet.ansible import load_ansible
+
+    ini = tmp_path / "lab.ini"
+    ini.write_text("[boards]\nrpi ansible_host=10.0.0.2 edgebench_daemon=true\njetson edgebench_daemon=no\n"
+                   "odd edgebench_daemon=maybe\n")
+    with pytest.raises(ConfigError, match=r"'odd'.*'daemon' must be true or false"):
+        load_ansible(str(ini))
+    ini.write_text("[boards]\nrpi ansible_host=10.0.0.2 edgebench_daemon=true\njetson edgebench_daemon=no\n")
+    assert {d.name: d.daemon for d in load_ansible(str(ini)).devices} == {"rpi": True, "jetson": False}
