@@ -213,6 +213,9 @@ class DaemonJobs:
         from ``options.reconnect_backoff`` s (at most 30 s). Appends to ``status.reconnects``. Raises
         DeviceError kind "unreachable" when every try failed."""
         options, status, name = self.run.options, self.run.status, self.run.device.name
+        if getattr(self.run, "stopping", False):  # Ctrl-C closed the link: no reconnect, the jobs go on
+            raise DeviceError(name, f"interrupted; the jobs go on in the device's agent daemon: collect them with "
+                              f"`edgebench run --resume {self.run.store.run_id}`", kind="interrupted")
         entry: dict[str, Any] = {"time": time.time(), "reason": why, "attempts": 0, "ok": False, "error": None}
         status.reconnects.append(entry)
         pause = options.reconnect_backoff

@@ -142,6 +142,7 @@ class DeviceRun(DeviceSession):
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
+        self.stopping = False  #: set on Ctrl-C / SIGTERM before the link is closed: no reconnect then
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -478,6 +479,7 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
     def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
         for device_run in runs.values():
+            device_run.stopping = True
             device_run.close()
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
