@@ -116,10 +116,17 @@ def rows_by_device(doc: dict) -> dict:
 
 
 def test_a_daemon_device_runs_its_jobs_through_the_daemon(daemon_fleet, test_models, tmp_path):
+    import numpy as np
+
     models = [str(test_models["float32"]), str(test_models["int8_io"])]
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "eval.npz", x=rng.uniform(0, 1, (4, 8, 8, 1)).astype(np.float32),
+             y=np.array([0, 1, 2, 3]))
     code, doc = run_json(*models, "--devices", str(daemon_fleet["inventory"]), "--device", "dd-0",
-                         "--out", str(tmp_path / "out"), *FAST)
+                         "--out", str(tmp_path / "out"), "--eval", str(tmp_path / "eval.npz"), *FAST)
     assert code == 0, doc
+    assert all(isinstance(r["top1"], float) for r in doc["results"])  # outputs came home through the daemon
+    assert len(list((Path(doc["run_dir"]) / "outputs" / "dd-0").glob("*.npz"))) == 2
     workdir = daemon_fleet["workdirs"]["dd-0"]
     run_id = doc["run_id"]
     assert [n.split(".", 2)[1] for n in journal(workdir)] == [run_id] * 2
