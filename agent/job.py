@@ -44,6 +44,8 @@ class JobSpec:
     inputs: str | None = None  #: .npy/.npz of float (or exact-dtype) input data
     input_shapes: dict[str, list[int]] = field(default_factory=dict)  #: resize of dynamic inputs
     save_outputs: str | None = None  #: .npz path: outputs of the inputs file (or of the random input)
+    #: per-op profile plan (agent/profile.py): single-op models to time after the whole model, or None
+    profile: dict[str, Any] | None = None
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -80,3 +82,7 @@ class JobSpec:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.timeout <= 0:
             raise UsageError("timeout must be > 0")
+        if self.profile is not None:
+            from agent.profile import check_plan
+
+            check_plan(self.profile)

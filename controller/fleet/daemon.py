@@ -72,7 +72,7 @@ def fetch_journaled(session: Any, folder: str, prefix: str, daemon_id: str, remo
 
 
 class DaemonJobs:
-    """The daemon part of one :class:`~controller.fleet.run.DeviceRun` (``run``): ensure, submit, watch + fetch,
+    """The daemon part of one :class:`~controller.fleet.device_run.DeviceRun` (``run``): ensure, submit, watch + fetch,
     reconnect. ``run`` provides the transport (``t``), ``run_python``, ``agent``, ``workdir``, ``device``,
     ``store``, ``status``, ``options``, ``jobs``, ``fetched``, ``open``/``close`` and ``_set``."""
 
