@@ -370,3 +370,41 @@ def test_an_ansible_inventory_sets_daemon_with_edgebench_daemon(tmp_path):
         load_ansible(str(ini))
     ini.write_text("[boards]\nrpi ansible_host=10.0.0.2 edgebench_daemon=true\njetson edgebench_daemon=no\n")
     assert {d.name: d.daemon for d in load_ansible(str(ini)).devices} == {"rpi": True, "jetson": False}
+
+
+@pytest.mark.slow
+def test_a_controller_killed_mid_run_loses_nothing_on_a_daemon_device(daemon_fleet, test_models, tmp_path):
+    """SIGKILL of the controller (ours, by pid) while dd-0 measures: the daemon goes on with the run's jobs
+    (nothing stops them, unlike a one-shot batch), and the journal later gives each result once."""
+    from controller.fleet.agent_build import agent_zipapp
+    from controller.fleet.daemon import collect_journal
+    from controller.fleet.inventory import load as load_inventory
+    from controller.fleet.session import DeviceSession
+
+    workdir = daemon_fleet["workdirs"]["dd-0"]
+    models = [str(test_models[n]) for n in ("float32", "int8_io", "two_outputs", "fp16")]
+    controller = subprocess.Popen([sys.executable, "-m", "controller", "run", *models, "--devices",
+                                   str(daemon_fleet["inventory"]), "--device", "dd-0", "--out", str(tmp_path / "out"),
+                                   "--json", *STEADY], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(journal(workdir)) >= 1, 120, "dd-0's first result")
+        pid = daemon_pid(workdir)
+        controller.kill()
+        controller.wait(timeout=30)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait(timeout=30)
+    assert len(journal(workdir)) < 4  # killed in the middle
+    (run_dir,) = (tmp_path / "out").iterdir()
+    device = load_inventory(str(daemon_fleet["inventory"])).get("dd-0")
+    session = DeviceSession(device, agent_zipapp())
+    try:
+        session.open()
+        jobs, docs = collect_journal(session, run_dir.name, lock_timeout=60)
+    finally:
+        session.close()
+    assert len(jobs) == 4 and sorted(docs) == sorted(j["id"] for j in jobs)
+    assert [d["status"] for d in docs.values()] == ["ok"] * 4
+    assert len(journal(workdir)) == 4 and daemon_pid(workdir) == pid
