@@ -261,7 +261,7 @@ class Daemon(Requests):
                 lock.acquire()
                 return lock
             except BusyError:
-                holder = lock._holder()
+                holder = lock.holder()
             with self.cond:
                 self.waiting_for_lock = f"the device lock {lock.path} is held by {holder}"
                 if self.stopping or self.current["cancel"]:

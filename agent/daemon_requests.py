@@ -8,6 +8,7 @@ an exception that reaches the daemon's loop: a bad or hostile request cannot sto
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import struct
@@ -182,9 +183,11 @@ class Requests:
         """Stream ``{"event": "done", ...}`` per finished job after ``since`` (among ``ids``, or the known
         jobs whose id starts with ``prefix``, or the queue as it is now), a heartbeat
         every ``heartbeat`` s, and ``{"event": "end", "end": true, "complete": bool}`` last."""
-        since, ids, every = request.get("since", 0), request.get("ids"), float(request.get("heartbeat") or 10.0)
-        if not isinstance(since, int) or since < 0 or every <= 0:
-            raise UsageError("watch needs 'since' (a cursor >= 0) and 'heartbeat' > 0")
+        since, ids, every = request.get("since", 0), request.get("ids"), request.get("heartbeat") or 10.0
+        if (not isinstance(since, int) or since < 0 or not isinstance(every, (int, float))
+                or not math.isfinite(every) or every <= 0 or not (ids is None or isinstance(ids, list))):
+            raise UsageError("watch needs 'since' (a cursor >= 0), 'heartbeat' (seconds > 0) and 'ids' (a list) "
+                             "or 'prefix'")
         with self.cond:
             prefix = request.get("prefix")
             if ids is None and prefix:

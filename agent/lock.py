@@ -50,7 +50,7 @@ class DeviceLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = self._holder()
+                    holder = self.holder()
                     f.close()
                     raise BusyError(f"the device lock {self.path} is held by {holder} and was not released "
                                     f"within {self.timeout:g} s: another controller is measuring on this "
@@ -68,7 +68,8 @@ class DeviceLock:
             raise ValueError("the lock is not held")
         return self._file.fileno()
 
-    def _holder(self) -> str:
+    def holder(self) -> str:
+        """Who holds the lock, in words ("pid 123"), from the pid its holder wrote into the file."""
         try:
             pid = self.path.read_text().strip()
         except OSError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -325,3 +326,38 @@ def test_the_zipapp_daemon_runs_on_a_bare_device_python(agent_pyz, agent_venv_py
         pid = status["daemon"]["pid"]
         if psutil.pid_exists(pid):
             psutil.Process(pid).wait(timeout=30)
+
+
+@pytest.mark.parametrize("request_, needle", [
+    ({"op": "bogus"}, "unknown request op 'bogus'"),
+    ({"op": "watch", "heartbeat": "often"}, "'heartbeat' (seconds > 0)"),
+    ({"op": "watch", "heartbeat": -1}, "'heartbeat' (seconds > 0)"),
+    ({"op": "watch", "ids": "a,b"}, "'ids' (a list)"),
+    ({"op": "watch", "ids": ["nope"]}, "no job(s) ['nope']"),
+    ({"op": "submit", "jobs": {"model": "x"}}, "a list of job objects"),
+    ({"op": "submit", "jobs": [{"model": "x", "id": "a", "threads": 0}]}, "job #0: threads"),
+    ({"op": "result"}, "'id' or 'since'"),
+    ({"op": "result", "id": "nope"}, "no job 'nope'"),
+])
+def test_a_bad_request_is_refused_with_its_reason_and_the_daemon_lives_on(tmp_path, agent_daemon, request_,
+                                                                          needle):
+    from agent.errors import UsageError
+
+    daemon = agent_daemon(tmp_path)
+    with pytest.raises(UsageError, match=re.escape(needle)):
+        daemon.request(request_)
+    assert daemon.status()["daemon"]["pid"] == daemon.proc.pid
+
+
+def test_garbage_on_the_socket_is_refused_and_the_daemon_lives_on(tmp_path, agent_daemon):
+    import socket
+
+    daemon = agent_daemon(tmp_path)
+    for garbage in (b"not json\n", b"[1, 2]\n", b"\xff\xfe\n"):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(30)
+            sock.connect(str(tmp_path / "daemon" / "daemon.sock"))
+            sock.sendall(garbage)
+            answer = json.loads(sock.makefile("rb").readline())
+        assert answer["error"]["kind"] == "usage", answer
+    assert daemon.status()["daemon"]["pid"] == daemon.proc.pid
