@@ -109,6 +109,7 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
     def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
         for device_run in runs.values():
+            device_run.stopping = True  # a daemon device must not reconnect now
             device_run.close()
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
@@ -119,13 +120,14 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
 
 def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptions, inventory_path: str,
-            notify: Callable[[DeviceStatus], None] | None = None) -> tuple[RunStore, FleetResult]:
-    """A whole ``edgebench run``: create the run folder under ``options.out_dir``, run the fleet, and
-    record in run.json when it finished and with which exit code. Raises InputError when the run folder
-    cannot be created."""
+            notify: Callable[[DeviceStatus], None] | None = None, **info: Any) -> tuple[RunStore, FleetResult]:
+    """A whole ``edgebench run``: create the run folder under ``options.out_dir`` (``info``: more run.json
+    keys, e.g. ``kind="nightly"``), run the fleet, and record in run.json when it finished and with which
+    exit code. Raises InputError when the run folder cannot be created."""
     from controller import __version__
 
-    store = RunStore.create(options.out_dir, run_info(options, inventory_path, devices, models, __version__))
+    store = RunStore.create(options.out_dir, {**run_info(options, inventory_path, devices, models, __version__),
+                                              **info})
     try:
         result = run_fleet(devices, models, options, store, notify)
     finally:

@@ -25,6 +25,7 @@ from controller.fleet.transport import CommandResult, Transport, open_transport
 #: (bytes per second the link must at least carry)
 MIN_PUSH_RATE = 256 * 1024
 
+
 @dataclass
 class DeviceStatus:
     """Where one device is; sent to the progress display on every change."""
@@ -53,6 +54,11 @@ class DeviceStatus:
     round_trips: int = 0  #: exchanges with the device that waited for its answer (after the handshake)
     round_trips_before_measuring: int | None = None  #: of those, up to and including starting the batch
     info_cached: bool | None = None  #: whether ``agent info``'s answer came from the controller's cache
+    #: daemon devices: each reconnect after a dropped link {"time", "reason", "attempts", "ok", "error"}
+    reconnects: list[dict[str, Any]] = field(default_factory=list)
+    daemon: dict[str, Any] | None = None  #: daemon devices: {"pid", "started" (by this run), "agent"}
+    daemon_heartbeat: dict[str, Any] | None = None  #: the last heartbeat the daemon sent during the run
+    daemon_queue_ahead: int = 0  #: jobs of others queued on the daemon when this run submitted
 
     @property
     def failed(self) -> bool:
