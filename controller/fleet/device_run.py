@@ -27,12 +27,12 @@ from controller.errors import DeviceError, InputError, UsageError
 from controller.fleet import sweep as sweeps
 from controller.fleet.accuracy import score_jobs
 from controller.fleet.daemon import DaemonJobs
-from controller.fleet.device_scripts import provisional_runtime
-from controller.fleet.info_cache import InfoCache, cache_key
+from controller.fleet.info_cache import InfoCache
 from controller.fleet.inventory import Device
-from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
+from controller.fleet.models import MODEL_SUFFIX, ModelRef
 from controller.fleet.options import RunOptions
-from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint, pick_runtime
+from controller.fleet.prepare import prepare
+from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint
 from controller.fleet.store import RunStore, not_run_row
 from controller.fleet.sweep import Setting, input_suffix
 
@@ -107,7 +107,7 @@ class DeviceRun(DeviceSession):
             self.probe(subdirs=(posixpath.join(run_dir, "results"), posixpath.join(run_dir, "outputs")))
         run_dir = posixpath.join(self.workdir, run_dir)
         self._set(state="preflight", detail="")
-        info, runtime, version, verdicts = self._prepare(clock)
+        info, runtime, version, verdicts = prepare(self, clock)
         fingerprint = device_fingerprint(info, runtime, version)
         self._set(runtime=runtime, runtime_version=version, agent_version=info.get("agent_version"),
                   fingerprint=fingerprint)
@@ -134,58 +134,6 @@ class DeviceRun(DeviceSession):
                 with clock("accuracy"):
                     self._score()
 
-    def _prepare(self, clock: _Phases) -> tuple[dict, str, str, dict[int, tuple[str | None, str | None]]]:
-        """Everything between the probe and the batch: the device's info (from the controller's cache when
-        its key matches, else ``agent info`` in the same command as the push), the preflight, and one
-        stage of the agent and the missing models. Returns (info, runtime, version, preflight verdicts).
-
-        On a first run the preflight uses the runtime version the probe read from package metadata; when
-        ``info`` then picks another runtime (the first one does not import), the preflight runs again and
-        what it newly needs is staged in one more round trip."""
-        local_agent, agent_sha, remote_agent = self.agent_file()
-        self.agent = remote_agent
-        key = cache_key(self.device, agent_sha, self.device.runtime, self.probed.get("facts") or {})
-        info = self.info_cache.load(key)
-        self._set(info_cached=info is not None)
-        guess = pick_runtime(self.device, info) if info is not None else provisional_runtime(
-            self.device, self.probed.get("facts") or {})
-        pushed: set = set()
-        while True:
-            with clock("preflight"):
-                verdicts = self._preflight(*guess) if guess else {}
-                wanted = self._wanted(verdicts, (local_agent, agent_sha, remote_agent))
-                missing = [f for f in wanted if f[2] not in pushed and not self.present(f[2])]
-            if not missing and info is not None:
-                break
-            self._check_space(missing)
-            self._set(state="pushing" if missing else "preflight", detail=f"{len(missing)} file(s)" if missing
-                      else "info")
-            with clock("stage"):
-                staged = self.stage(missing, info_runtime=self.device.runtime, with_info=info is None)
-            pushed.update(f[2] for f in missing)
-            if info is None:
-                info = staged
-                pick_runtime(self.device, info)  # raises for no usable runtime: nothing to cache
-                self.info_cache.save(key, info)
-            if guess == pick_runtime(self.device, info):
-                break
-            guess = pick_runtime(self.device, info)
-        return info, guess[0], guess[1], verdicts
-
-    def _wanted(self, verdicts: dict[int, tuple[str | None, str | None]],
-                agent: tuple[str, str, str]) -> list[tuple[str, str, str]]:
-        """(local, sha256, remote) of every file the runnable models need on the device, agent first."""
-        wanted: dict[str, tuple[str, str, str]] = {agent[1]: agent}
-        runnable = [self.models[i] for i, (reason, _) in sorted(verdicts.items()) if reason is None]
-        for model in runnable:
-            wanted[model.sha256] = (model.path, model.sha256, self._model_path(model))
-        for local, digest in self._eval_files(runnable).values():
-            wanted[digest] = (local, digest, posixpath.join(self.workdir, "data", f"{digest}.npz"))
-        if self.options.job.inputs:
-            local = self.options.job.inputs
-            wanted[sha256_of(local)] = (local, sha256_of(local), self._inputs_remote())
-        return list(wanted.values())
-
     def _score(self) -> None:
         """Store the accuracy columns of this device's jobs (:func:`controller.fleet.accuracy.score_jobs`).
         Outputs that cannot be read are logged and said in the device's detail; the measurements stay."""
@@ -198,22 +146,6 @@ class DeviceRun(DeviceSession):
             return
         for job_id, values in columns.items():
             self.store.set_accuracy(self.device.name, job_id, values)
-
-    def _preflight(self, runtime: str, version: str) -> dict[int, tuple[str | None, str | None]]:
-        """index (into ``self.models``) -> (None, None) for a model this device's runtime can load, else
-        (the reason, its kind) to record it as skipped with."""
-        from controller.model import compat
-
-        verdicts: dict[int, tuple[str | None, str | None]] = {}
-        for index, model in enumerate(self.models):
-            try:
-                verdict = compat.check_info(model_info(model.path, model.sha256), runtime, version)
-            except InputError as exc:  # not a model / truncated: skip it, run the others
-                verdicts[index] = (str(exc), "bad_model")
-                continue
-            verdicts[index] = (None, None) if verdict.ok else (
-                f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
-        return verdicts
 
     def _skip(self, index: int, reason: str, kind: str) -> None:
         """Record every job of model ``index`` as skipped with ``reason`` (never pushed, never run)."""
@@ -230,18 +162,6 @@ class DeviceRun(DeviceSession):
             if path and model.name not in files:
                 files[model.name] = (path, sha256_of(path))
         return files
-
-    def _check_space(self, missing: list[tuple[str, str, str]]) -> None:
-        """Refuse to push what the workdir's free space (read by the probe) cannot hold twice over (a temp
-        copy is verified before its rename). Raises DeviceError kind "disk_full"."""
-        if not missing:
-            return
-        need_kb = sum(os.path.getsize(f[0]) for f in missing) // 1024 + 1
-        free_kb = self.probed.get("disk_free_kb")
-        if isinstance(free_kb, (int, float)) and free_kb < need_kb * 2:
-            raise DeviceError(self.device.name, f"disk full: {free_kb} KiB free in {self.workdir}, the files "
-                              f"need {need_kb} KiB (twice that while verifying); free space or set another "
-                              "workdir", kind="disk_full")
 
     def _model_path(self, model: ModelRef) -> str:
         return posixpath.join(self.workdir, "models", f"{model.sha256}{MODEL_SUFFIX}")

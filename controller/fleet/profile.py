@@ -133,8 +133,7 @@ def profile_device(device: Any, targets: list[Target], options: ProfileOptions, 
     session = session or DeviceSession(device, agent_pyz)
     try:
         session.open(subdirs=("models", "data", "profiles"))
-        session.ensure_agent()
-        runtime, _ = pick_runtime(device, session.info(runtime=device.runtime))
+        runtime, _ = pick_runtime(device, session.agent_info(runtime=device.runtime))  # one round trip
         models_dir = posixpath.join(session.workdir, "models")
         pushes: dict[str, tuple[str, str, str]] = {}
         jobs = []
@@ -156,7 +155,7 @@ def profile_device(device: Any, targets: list[Target], options: ProfileOptions, 
                                 inputs)
             spec.runtime = runtime
             jobs.append(spec.to_dict())
-        missing = [f for f in pushes.values() if not session.t.exists(f[2])]
+        missing = [f for f in pushes.values() if not session.present(f[2])]  # the probe listed them
         if missing:
             session.push_verified(missing)
         return _batch(session, jobs, options)
