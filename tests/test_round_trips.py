@@ -11,6 +11,7 @@ come inline in the batch's events, so there is nothing after the batch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import subprocess
@@ -158,3 +159,21 @@ def test_the_info_cache_key_follows_each_fact_it_depends_on():
         cache_key(device, "a" * 64, "auto", {**facts, "uname": ["Linux", "rpi", "6.6"]}),
     ]
     assert key not in changed and len(set(changed)) == len(changed)
+
+
+def test_the_info_cache_keeps_the_newest_answers_only(tmp_path, monkeypatch):
+    import os
+
+    from controller.fleet import info_cache
+
+    monkeypatch.setattr(info_cache, "MAX_ENTRIES", 3)
+    cache = info_cache.InfoCache(str(tmp_path / "device-info"))
+    keys = [hashlib.sha256(bytes([i])).hexdigest() for i in range(5)]  # as cache_key makes them
+    for age, key in enumerate(keys):
+        cache.save(key, {"agent_version": key})
+        path = cache._path(key)
+        os.utime(path, ns=(age * 10**9, age * 10**9))  # written in this order, one second apart
+    assert [cache.load(k) for k in keys[:2]] == [None, None]
+    assert [cache.load(k)["agent_version"] for k in keys[2:]] == keys[2:]
+    (tmp_path / "device-info" / os.path.basename(cache._path(keys[4]))).write_text("{not json")
+    assert cache.load(keys[4]) is None  # an unreadable entry: ask the device again

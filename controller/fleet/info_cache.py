@@ -6,8 +6,8 @@ sha256, the runtime asked for, and the facts the probe reads cheaply on the devi
 (interpreter path and version, kernel, CPU count, each runtime's and numpy's installed version from
 package metadata). A new agent, a runtime or numpy up- or downgraded, another python or kernel: another
 key, so ``info`` runs again. Only an answer with a usable runtime is stored. The entries are small JSON
-files under ``$XDG_CACHE_HOME/edgebench/device-info/`` (``~/.cache`` by default); deleting the folder is
-always safe.
+files under ``$XDG_CACHE_HOME/edgebench/device-info/`` (``~/.cache`` by default), at most MAX_ENTRIES
+(the least recently written go first); deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from controller.fleet.inventory import Device
 from controller.fleet.store import atomic_write
 
 log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 512  #: answers kept; a few KiB each
 
 
 def cache_key(device: Device, agent_sha256: str, runtime: str | None, facts: dict[str, Any]) -> str:
@@ -60,5 +62,18 @@ class InfoCache:
         try:
             os.makedirs(self.folder, exist_ok=True)
             atomic_write(self._path(key), json.dumps({"key": key, "info": info}).encode())
+            self._prune()
         except OSError as exc:
             log.warning("device info cache not written to %s: %s", self.folder, exc)
+
+    def _prune(self) -> None:
+        """Delete the least recently written entries beyond MAX_ENTRIES."""
+        entries = [e for e in os.scandir(self.folder) if e.name.endswith(".json") and e.is_file()]
+        if len(entries) <= MAX_ENTRIES:
+            return
+        entries.sort(key=lambda e: e.stat().st_mtime_ns)
+        for entry in entries[: len(entries) - MAX_ENTRIES]:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue  # another controller pruned it first
