@@ -177,3 +177,27 @@ def test_the_info_cache_keeps_the_newest_answers_only(tmp_path, monkeypatch):
     assert [cache.load(k)["agent_version"] for k in keys[2:]] == keys[2:]
     (tmp_path / "device-info" / os.path.basename(cache._path(keys[4]))).write_text("{not json")
     assert cache.load(keys[4]) is None  # an unreadable entry: ask the device again
+
+
+def test_when_the_first_runtime_does_not_import_the_run_uses_the_next_still_in_3_round_trips(
+        ssh_fleet, test_models, agent_pyz, info_cache, tmp_path):
+    """The probe's guess (ai-edge-litert, from its metadata) is wrong: its package is installed but broken
+    for this python, so ``agent info`` picks tflite-runtime. The preflight runs again for that runtime; the
+    model is already staged, so no round trip is added."""
+    venv = tmp_path / "broken-litert"
+    subprocess.run([DEVICE_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(purelib(python))
+    broken = site / "ai_edge_litert"  # found before the real one: an install that does not import
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this build does not load here')\n")
+    dev_site = purelib(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python")
+    (site / "dev_packages.pth").write_text(dev_site + "\n")  # numpy, tflite-runtime and litert's metadata
+    inventory = one_device("ssh", ssh_fleet, tmp_path, python)
+    code, doc = run_json(str(test_models["float32"]), "--out", str(tmp_path / "out"), "--devices", str(inventory),
+                         "--agent", str(agent_pyz), *FAST)
+    status = device_of(doc)
+    assert code == 0, status["reason"]
+    assert status["runtime"] == "tflite-runtime" and counts(status) == (3, 3, False)
+    (row,) = doc["results"]
+    assert row["status"] == "ok" and row["runtime"] == "tflite-runtime"
