@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,10 @@ from typing import Callable
 
 from agent.cpus import check_placement
 from agent.errors import UsageError
-from agent.job import JobSpec
+from agent.job import JobSpec, check_job_id
 from agent.lock import DeviceLock
 from agent.runner import RunnerOptions, run_job
 from agent.schema import write_json_atomic
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 @dataclass
@@ -55,9 +52,10 @@ def load_jobs(path: str) -> list:
             spec = JobSpec.from_dict(item)
         except (UsageError, TypeError, ValueError) as exc:
             raise UsageError(f"job file {path}, job #{i}: {exc}") from exc
-        if not _ID.match(str(spec.id)):
-            raise UsageError(f"job file {path}, job #{i}: id {spec.id!r} must be 1-200 of A-Z a-z 0-9 . _ - "
-                             "(it names the result file)")
+        try:
+            check_job_id(spec.id)
+        except UsageError as exc:
+            raise UsageError(f"job file {path}, job #{i}: {exc}") from exc
         if spec.id in seen:
             raise UsageError(f"job file {path}: id {spec.id!r} is used twice; ids must be unique")
         seen.add(spec.id)

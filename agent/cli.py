@@ -23,7 +23,8 @@ EPILOG = """exit codes:
   1   a result document was produced, but some job's status is error / crashed / timeout
   2   usage error (bad arguments, missing file, bad job file)
   3   no TFLite runtime can be imported (or not the one asked for)
-  4   the device lock could not be taken before its deadline
+  4   the device lock could not be taken before its deadline (daemon: another daemon owns the workdir)
+  6   daemon-client: no agent daemon answers on that workdir (5 is batch's disk full)
   70  internal error (a bug in the agent)
 """
 
@@ -101,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "an SSH session that drops or a controller that gives up stops the batch and frees "
                        "the device lock")
 
+    daemon = sub.add_parser("daemon", help="run the agent daemon: a job queue on a Unix socket (mode 0600) in "
+                            "WORKDIR/daemon; it never listens on the network")
+    daemon.add_argument("--workdir", default="~/.cache/edgebench", help="its workdir (~/.cache/edgebench)")
+    daemon.add_argument("--lock", metavar="PATH", help="the device lock taken per job (default WORKDIR/lock, "
+                        "the one fleet runs give `batch --lock`)")
+    daemon.add_argument("--detach", action="store_true", help="start it in the background unless one already "
+                        "answers, wait until it does, print its status")
+    client = sub.add_parser("daemon-client", help="talk to the agent daemon: status, submit, result, cancel, "
+                            "watch, stop (JSON on stdout)", epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    from agent import daemon_client
+
+    daemon_client.add_arguments(client)
     return parser
 
 
@@ -175,7 +189,26 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return ExitCode.OK if all(d["status"] == "ok" for d in docs) else ExitCode.JOB_FAILED
 
 
-COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch}
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from agent import daemon_client
+
+    if args.detach:
+        daemon_client.print_line(json.dumps(daemon_client.start_detached(args.workdir, args.lock)))
+        return ExitCode.OK
+    from agent.daemon import Daemon, DaemonOptions
+
+    logging.getLogger("agent.daemon").setLevel(logging.INFO)
+    return Daemon(DaemonOptions(workdir=args.workdir, lock=args.lock)).serve()
+
+
+def _cmd_daemon_client(args: argparse.Namespace) -> int:
+    from agent import daemon_client
+
+    return daemon_client.run(args, daemon_client.print_line)
+
+
+COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch, "daemon": _cmd_daemon,
+            "daemon-client": _cmd_daemon_client}
 
 
 _BATCH_DONE = threading.Event()  #: set once the batch is done: a late EOF must not turn its result into 130

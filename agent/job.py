@@ -8,6 +8,7 @@ of them to a job file that ``python -m agent batch`` reads, and the result docum
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,14 @@ from agent.cpus import check_placement
 from agent.errors import UsageError
 
 RUNTIME_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  #: a job id names its result files
+
+
+def check_job_id(job_id: object) -> str:
+    """``job_id`` if it is 1-200 of ``A-Z a-z 0-9 . _ -`` (it names files); raises UsageError otherwise."""
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise UsageError(f"id {job_id!r} must be 1-200 of A-Z a-z 0-9 . _ - (it names the result file)")
+    return job_id
 
 
 @dataclass

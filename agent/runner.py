@@ -40,6 +40,11 @@ class RunnerOptions:
     python: str = field(default_factory=lambda: sys.executable)  #: interpreter for the worker
     extra_env: dict = field(default_factory=dict)  #: added to the worker's environment
     tmp_root: str | None = None  #: where the per-job scratch folder goes (default: system temp)
+    #: called with the worker's pid as soon as it started (the daemon records it to find an orphan)
+    on_start: Callable[[int], None] | None = None
+    #: file descriptors the worker inherits; the daemon passes its device-lock file so the lock stays
+    #: held while an orphaned worker (its daemon SIGKILLed) still measures
+    pass_fds: tuple = ()
 
 
 def agent_root() -> str:
@@ -89,7 +94,13 @@ def _run_worker(spec: JobSpec, options: RunnerOptions) -> dict:
         with open(stderr_path, "wb") as stderr, open(scratch / "stdout.txt", "wb") as stdout:
             proc = subprocess.Popen(worker_command(options.python, str(job_file), str(result_file)),
                                     stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
-                                    start_new_session=True)
+                                    start_new_session=True, pass_fds=options.pass_fds)
+            if options.on_start is not None:
+                try:
+                    options.on_start(proc.pid)
+                except BaseException:
+                    _kill_group(proc)
+                    raise
             timed_out = _wait(proc, spec.timeout)
         tail = _tail(stderr_path)
         return _document(spec, proc.returncode, timed_out, result_file, tail)

@@ -51,6 +51,8 @@ FLAGS = (FLAG_NOISY, FLAG_THROTTLED, FLAG_PARTIAL, FLAG_DRIFT)
 #   "bad_placement"     the job's cpus name CPUs this device does not have online   (v2)
 #   "delegate_load"     the external delegate library is missing / not a delegate  (v2)
 #   "delegate_rejected" the delegate failed to prepare the model                    (v2)
+#   "cancelled"         agent daemon: cancelled by a client (daemon-client cancel)
+#   "daemon_died"       agent daemon: the daemon died while the job measured (status "crashed"; not re-run)
 
 TIMING_KEYS = ("init_ms", "first_inference_ms", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms",
                "p90_ms", "p99_ms", "warmup_count", "warmup_ms", "noisy", "stop_reason", "samples_us",

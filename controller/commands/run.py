@@ -6,6 +6,7 @@ import argparse
 
 from agent.job import JobSpec
 from controller import defaults
+from controller.commands.history import add_store_argument
 from controller.commands.selection import add_selection_arguments
 
 
@@ -102,6 +103,7 @@ def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+", job_c
     p.add_argument("--no-sync-start", action="store_true", help="let each device start measuring as soon as it "
                    "is prepared (default: all start together once every device is prepared)")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    add_store_argument(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
@@ -191,7 +193,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the fleet; return the exit code (see ``edgebench --help``)."""
     from controller.commands.selection import selected_devices
     from controller.fleet.models import collect_models
+    from controller.history.index import check_store_url
 
+    check_store_url(args.store)
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
     options = options_from(args)
@@ -202,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
         schema_module()  # no schema module here: ToolError (exit 4) before anything is measured
         after = _profiler(args, options, devices, models)
-    store, result = run_and_show(devices, models, options, inventory.path, args.json, after)
+    store, result = run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
     return exit_code(result, store.run_info.get("profiles"))
 
 
@@ -253,10 +257,12 @@ def check_input_shapes(shapes: dict, models: list) -> None:
                          f"{sorted(known)})")
 
 
-def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None):
+def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None,
+                 store_url: str | None = None):
     """Run with the live progress board on stderr (plain when not a terminal), then ``after(store,
-    result)`` (``run --profile``: device -> profile outcome) unless interrupted, then print the results
-    table (or the JSON document). Returns (store, FleetResult)."""
+    result)`` (``run --profile``: device -> profile outcome) unless interrupted, add the run to the history
+    index (``store_url``: see :func:`controller.history.index.open_index`), then print the results table
+    (or the JSON document). Returns (store, FleetResult)."""
     import json
     import sys
 
@@ -279,10 +285,13 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool, a
     code = exit_code(result, profiles)
     if profiles is not None:
         store.save_run_info(exit_code=code)
+    indexed = index_run(store.root, options.out_dir, store_url)
+    if indexed["error"]:
+        err.print(f"[yellow]warning:[/] {indexed['error']}", soft_wrap=True, highlight=False)
     if as_json:
         if result.interrupted:
             err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
-        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
+        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code, "history_index": indexed,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
                "results": json.loads(result.results.to_json(orient="records"))}
         if profiles is not None:
@@ -307,3 +316,17 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool, a
                 console().print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
     console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return store, result
+
+
+def index_run(run_dir: str, out_dir: str, store_url: str | None) -> dict:
+    """Add the finished run to the history index; ``{"rows": n, "error": None}``, or the reason it could
+    not be indexed (the run folder is complete either way; ``edgebench history --rebuild`` adds it)."""
+    from controller.errors import EdgebenchError
+    from controller.history.index import open_index
+
+    try:
+        with open_index(out_dir, store_url) as index:
+            return {"rows": index.add_run(run_dir), "error": None}
+    except EdgebenchError as exc:
+        return {"rows": 0, "error": f"run not added to the history index ({exc}); the run folder is complete: "
+                f"`edgebench history --rebuild --out {out_dir}` adds it later"}

@@ -23,6 +23,7 @@ from agent.modelfile import sha256_of
 from controller.errors import DeviceError, InputError, UsageError
 from controller.fleet import sweep as sweeps
 from controller.fleet.accuracy import score_jobs
+from controller.fleet.daemon import DaemonJobs
 from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
 from controller.fleet.options import RunOptions
@@ -49,6 +50,7 @@ class DeviceRun(DeviceSession):
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
+        self.stopping = False  #: set on Ctrl-C / SIGTERM before the link is closed: no reconnect then
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -117,7 +119,10 @@ class DeviceRun(DeviceSession):
             self._pass_gate(wait=bool(self.jobs))
         if self.jobs:
             with clock("batch"):
-                self._batch(run_dir)
+                if self.device.daemon:  # through the device's agent daemon: survives a dropped link
+                    DaemonJobs(self).collect(run_dir)
+                else:
+                    self._batch(run_dir)
             with clock("fetch"):
                 self._fetch_missing(run_dir)
                 if any(j.get("save_outputs") for j in self.jobs):

@@ -56,6 +56,8 @@ class Device:
     #: deadline of each remote command and file transfer; not of a batch (bounded by its jobs' timeouts)
     command_timeout: float = defaults.COMMAND_TIMEOUT
     lock_timeout: float = defaults.LOCK_TIMEOUT  #: how long a run waits for the device lock
+    #: run jobs through the agent daemon on the device (a queue that outlives the SSH session)
+    daemon: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -139,6 +141,7 @@ DEVICE_KEYS: dict[str, tuple[tuple, str]] = {
     "connect_timeout": ((int, float), "a positive number of seconds"),
     "command_timeout": ((int, float), "a positive number of seconds"),
     "lock_timeout": ((int, float), "a number of seconds >= 0"),
+    "daemon": ((bool,), "true or false"),
 }
 _DEFAULT_KEYS = tuple(k for k in DEVICE_KEYS if k not in ("name", "host", "port"))
 _SECRET_KEYS = ("password", "passphrase", "ansible_password", "ansible_ssh_pass", "ansible_become_pass")
@@ -223,7 +226,7 @@ def check_entry(path: str, label: str, entry: Mapping[str, Any], allowed: Sequen
             )
         types, what = DEVICE_KEYS[key]
         value = entry[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ConfigError(
                 f"{path}: device {label!r}: key {key!r} must be {what}, got {type(value).__name__} {value!r}"
             )

@@ -39,6 +39,8 @@ class RunOptions:
     #: devices start measuring together, after all are prepared (when all run at once)
     sync_start: bool = True
     sync_start_timeout: float = defaults.SYNC_START_TIMEOUT
+    reconnect_attempts: int = defaults.RECONNECT_ATTEMPTS  #: daemon devices, after a dropped link
+    reconnect_backoff: float = defaults.RECONNECT_BACKOFF  #: seconds before the first reconnect (doubling)
 
     def __post_init__(self) -> None:
         """Validate once, here at the controller (the agent validates again: it is a trust boundary).

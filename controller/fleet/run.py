@@ -109,6 +109,7 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
     def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
         for device_run in runs.values():
+            device_run.stopping = True  # a daemon device must not reconnect now
             device_run.close()
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)

@@ -170,12 +170,30 @@ def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _daemon_cell(beat: dict[str, Any] | None) -> str:
+    """The daemon's heartbeat in a few words ("-" for a one-shot device)."""
+    if beat is None:
+        return "-"
+    if not beat.get("running"):
+        return f"[yellow]{beat.get('reason') or 'not running'}[/]"
+    hours = (beat.get("uptime_s") or 0) / 3600
+    parts = [f"up {hours:.1f} h", f"queue {beat.get('queue_length')}"]
+    if beat.get("job"):
+        parts.append(f"running {beat['job']}")
+    if beat.get("temp_c") is not None:
+        parts.append(f"{beat['temp_c']:.0f} °C")
+    if beat.get("loadavg"):
+        parts.append(f"load {beat['loadavg'][0]:.2f}")
+    return ", ".join(parts)
+
+
 def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
     """``edgebench devices``: one line per device; with ``checked`` the facts read from it."""
     table = Table(title="devices")
     columns = ["device", "transport", "address", "tags", "workdir"]
     if checked:
-        columns += ["status", "arch", "python", "runtimes", "cores", "memory", "temp", "disk free", "agent"]
+        columns += ["status", "arch", "python", "runtimes", "cores", "memory", "temp", "disk free", "agent",
+                    "daemon"]
     for column in columns:
         table.add_column(column, overflow="fold")
     notes: list[str] = []
@@ -186,7 +204,7 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
             check = row.get("check") or {}
             if not check.get("reachable"):
                 notes.append(f"{row['name']}: {check.get('reason', 'unreachable')}")
-                cells += [f"[red]unusable [{len(notes)}][/]"] + ["-"] * 8
+                cells += [f"[red]unusable [{len(notes)}][/]"] + ["-"] * 9
             else:
                 runtimes = ", ".join(f"{r['name']} {r.get('version')}" if r.get("ok") else f"{r['name']} (no)"
                                      for r in check.get("runtimes") or [])
@@ -197,7 +215,7 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
                           _num(mem / 1024 / 1024 if mem else None, "{:.1f} GiB"),
                           _num(check.get("temp_c"), "{:.0f} °C"),
                           _num(disk / 1024 / 1024 if disk else None, "{:.1f} GiB"),
-                          str(check.get("agent_version") or "-")]
+                          str(check.get("agent_version") or "-"), _daemon_cell(check.get("daemon"))]
         table.add_row(*cells)
     if notes:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
