@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from controller.inventory import add_selection_arguments
-
-CHECK_DEADLINE = 60.0
+from controller import defaults
+from controller.commands.selection import add_selection_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_selection_arguments(p)
     p.add_argument("--check", action="store_true", help="contact each device and show what it has")
-    p.add_argument("--timeout", type=float, default=CHECK_DEADLINE,
-                   help=f"deadline of --check for each device, seconds (default {CHECK_DEADLINE:g})")
+    p.add_argument("--timeout", type=float, default=defaults.CHECK_DEADLINE,
+                   help=f"deadline of --check for each device, seconds (default {defaults.CHECK_DEADLINE:g})")
     p.add_argument("--trust", metavar="NAME", action="append", default=[],
                    help="record NAME's current host key as trusted (replaces a changed one; repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -34,14 +33,15 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from controller.commands.selection import selected_devices
+    from controller.console import console
     from controller.errors import ExitCode, UsageError
-    from controller.inventory import selected_devices
-    from controller.report import console, devices_table
+    from controller.fleet.view import devices_table
 
     inventory, devices = selected_devices(args)
     out = console()
     if args.trust:
-        from controller.ssh_transport import trust_host_key
+        from controller.fleet.ssh_transport import trust_host_key
 
         for name in args.trust:
             device = inventory.get(name)
@@ -53,20 +53,20 @@ def run(args: argparse.Namespace) -> int:
                           f"{key.known_hosts}{change}", soft_wrap=True, highlight=False)
         return int(ExitCode.OK)
     rows = [_describe(d) for d in devices]
+    group = None
     if args.check:
-        checks = check_devices(devices, args.timeout)
+        from controller.fleet.check import check_devices
+
+        group = check_devices(devices, args.timeout)
         for row in rows:
-            row["check"] = checks[row["name"]]
+            outcome = group.outcomes[row["name"]]
+            row["check"] = outcome.value if outcome.ok else {"reachable": False, "reason": outcome.reason,
+                                                               "kind": outcome.kind}
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         out.print(devices_table(rows, checked=args.check))
-    if not args.check:
-        return int(ExitCode.OK)
-    reachable = sum(1 for r in rows if r["check"]["reachable"])
-    if reachable == len(rows):
-        return int(ExitCode.OK)
-    return int(ExitCode.NO_DEVICE if reachable == 0 else ExitCode.PARTIAL)
+    return int(group.exit_code()) if group is not None else int(ExitCode.OK)
 
 
 def _describe(device) -> dict:
@@ -77,46 +77,3 @@ def _describe(device) -> dict:
     return {"name": device.name, "transport": device.transport, "address": address, "tags": list(device.tags),
             "workdir": device.workdir, "python": device.python, "runtime": device.runtime,
             "threads": list(device.threads)}
-
-
-def check_devices(devices, deadline: float) -> dict[str, dict]:
-    """Contact each device in parallel (push the agent if absent, run ``agent info``); within
-    ``deadline`` seconds each gives its facts or the reason it cannot be used."""
-    import threading
-    import time
-
-    from controller.errors import DeviceError
-    from controller.fleet import DeviceSession, agent_zipapp
-
-    pyz = agent_zipapp()
-    checks: dict[str, dict] = {d.name: {"reachable": False, "reason": f"no answer within {deadline:g} s"}
-                               for d in devices}
-
-    def check(device) -> None:
-        session = DeviceSession(device, pyz)
-        try:
-            session.open()
-            session.ensure_agent()
-            info = session.info()
-        except DeviceError as exc:
-            checks[device.name] = {"reachable": False, "reason": exc.reason, "kind": exc.kind}
-            return
-        finally:
-            session.close()
-        env = info.get("env") or {}
-        checks[device.name] = {
-            "reachable": True, "host_key": session.status.host_key, "python_executable": session.python,
-            "python": env.get("python"), "arch": env.get("arch"), "cpu_model": env.get("cpu_model"),
-            "cpu_count": env.get("cpu_count"), "mem_total_kb": env.get("mem_total_kb"),
-            "temp_c": env.get("temp_c", env.get("temp_c_before")), "disk_free_kb": info.get("disk_free_kb"),
-            "agent_version": info.get("agent_version"), "runtimes": info.get("runtimes") or [],
-            "bytes_pushed": session.status.bytes_pushed,
-        }
-
-    threads = [threading.Thread(target=check, args=(d,), daemon=True, name=f"check-{d.name}") for d in devices]
-    end = time.monotonic() + deadline
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(0.0, end - time.monotonic()))
-    return {name: dict(found) for name, found in checks.items()}  # late answers do not leak in

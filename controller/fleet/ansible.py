@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.errors import ConfigError
-from controller.inventory import DEVICE_KEYS, Device, Inventory, check_entry, make_device
+from controller.fleet.inventory import DEVICE_KEYS, Device, Inventory, check_entry, make_device
 
 _ANSIBLE_VARS = {
     "ansible_host": "host",
