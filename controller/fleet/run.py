@@ -359,10 +359,13 @@ class DeviceRun(DeviceSession):
         if job_id in self.fetched:
             return
         local = os.path.join(self.store.device_dir("results", self.device.name), f".fetch-{job_id}.json")
-        self.t.get(posixpath.join(run_dir, "results", f"{job_id}.json"), local)
-        with open(local, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        os.unlink(local)
+        try:  # a download cut off (dead link) leaves no partial file in the run folder
+            self.t.get(posixpath.join(run_dir, "results", f"{job_id}.json"), local)
+            with open(local, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        finally:
+            if os.path.exists(local):
+                os.unlink(local)
         self.store.save_result(self.device.name, doc)
         self.fetched.add(job_id)
         failed = doc.get("status") != "ok"

@@ -163,6 +163,11 @@ class SSHTransport(Transport):
     keepalive_seconds = KEEPALIVE_SECONDS  #: silence before a command's link is probed
     dead_after_seconds = 15.0  #: unanswered probe after which the link counts as dead
 
+    @property
+    def sftp_silence_seconds(self) -> float:
+        """How long one SFTP request may go unanswered before the link counts as dead."""
+        return min(self.device.command_timeout, self.keepalive_seconds + self.dead_after_seconds)
+
     def __init__(self, device: Device):
         super().__init__(device)
         self.endpoint = resolve_endpoint(device)
@@ -200,7 +205,9 @@ class SSHTransport(Transport):
             self._client = _connect_client(self.device, self.endpoint, sock)
             self._fingerprint = fingerprint(self._client.get_transport().get_remote_server_key())
             self._sftp = self._client.open_sftp()
-            self._sftp.get_channel().settimeout(self.device.command_timeout)
+            # A file transfer on a dead link must not wait for command_timeout: an SFTP request with no
+            # answer for as long as a command's keepalive probe may take counts as a dead link.
+            self._sftp.get_channel().settimeout(self.sftp_silence_seconds)
         except Exception:
             self.close()
             raise
@@ -281,11 +288,13 @@ class SSHTransport(Transport):
             return func(*args, **kwargs)
         except FileNotFoundError:
             raise
+        except socket.timeout as exc:  # (a subclass of OSError: caught first)
+            self.close()
+            raise DeviceError(self.device.name, f"no answer for {self.sftp_silence_seconds:g} s during {what}: "
+                              "the link is dead (or the device hangs)", kind="unreachable") from exc
         except OSError as exc:
             kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
             raise DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind) from exc
-        except socket.timeout as exc:
-            raise DeviceError(self.device.name, f"{what} timed out", kind="timeout") from exc
 
     def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
         callback = (lambda sent, total: on_bytes(sent)) if on_bytes else None
