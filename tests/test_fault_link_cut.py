@@ -15,13 +15,16 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from controller.errors import ExitCode
+from controller.errors import DeviceError, ExitCode
+from controller.fleet.inventory import Device
+from controller.fleet.transport import open_transport
 from tests.fixtures_fleet import SSHServer, device_entry, keygen, write_inventory
 from tests.netns import NetNS
 
@@ -126,3 +129,45 @@ def test_link_cut_mid_run_on_one_of_three_devices(ssh_fleet, cut_board, family, 
     while time.time() < deadline and not lock_is_free(cut_workdir / "lock"):
         time.sleep(0.2)
     assert lock_is_free(cut_workdir / "lock"), f"the cut device's batch still holds its lock after {UNLOCK_DEADLINE} s"
+
+
+def test_a_file_transfer_on_a_cut_link_fails_in_seconds(cut_board, ssh_key, tmp_path):
+    """The link goes down during an upload: the transfer stops with kind unreachable after the silence
+    limit (keepalive + dead-after), not after the device's command_timeout."""
+    server, netns, workdir = cut_board
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(server.host_key_line)
+    device = Device("cut", host=server.host, port=server.port, user="root", identity_file=str(ssh_key),
+                    known_hosts=str(known_hosts), connect_timeout=5, command_timeout=300)
+    transport = open_transport(device)
+    transport.keepalive_seconds, transport.dead_after_seconds = 1.0, 2.0
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        fh.truncate(64 * 1024 * 1024)  # more than the link's buffers hold
+    workdir.mkdir()
+    outcome: dict = {}
+
+    def cut_at_first_bytes(sent: int) -> None:
+        if "cut" not in outcome:
+            outcome["cut"] = sent
+            netns.cut()
+
+    def upload() -> None:
+        start = time.monotonic()
+        try:
+            transport.put(str(big), str(workdir / "big.bin"), on_bytes=cut_at_first_bytes)
+        except DeviceError as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=upload, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    try:
+        assert not thread.is_alive(), "the upload on a dead link was still waiting after 60 s"
+    finally:
+        transport.close()
+    assert "cut" in outcome and "error" in outcome, outcome
+    assert outcome["error"].kind == "unreachable" and "the link is dead" in outcome["error"].reason
+    assert f"upload of {big}" in outcome["error"].reason
+    assert outcome["seconds"] < 20

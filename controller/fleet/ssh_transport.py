@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from controller.errors import DeviceError, HostKeyError
 from controller.fleet.inventory import Device
+from controller.fleet.stall import StallGuard
 from controller.fleet.transport import (
     TAIL_CHARS,
     ByteCallback,
@@ -205,9 +206,6 @@ class SSHTransport(Transport):
             self._client = _connect_client(self.device, self.endpoint, sock)
             self._fingerprint = fingerprint(self._client.get_transport().get_remote_server_key())
             self._sftp = self._client.open_sftp()
-            # A file transfer on a dead link must not wait for command_timeout: an SFTP request with no
-            # answer for as long as a command's keepalive probe may take counts as a dead link.
-            self._sftp.get_channel().settimeout(self.sftp_silence_seconds)
         except Exception:
             self.close()
             raise
@@ -283,18 +281,34 @@ class SSHTransport(Transport):
         )
 
     def _sftp_call(self, what: str, func, *args, **kwargs):
-        self._transport()
+        """``func(*args, **kwargs)`` on the SFTP session; a ``callback`` kwarg (bytes moved) also feeds the
+        stall guard. No progress for :attr:`sftp_silence_seconds` (a dead link) is kind "unreachable"."""
+        transport = self._transport()
+        guard = StallGuard(transport.sock, self.sftp_silence_seconds)
+        if "callback" in kwargs:
+            callback = kwargs["callback"]
+            kwargs["callback"] = guard.progress if callback is None else (
+                lambda sent, total: (guard.progress(), callback(sent, total)))
         try:
-            return func(*args, **kwargs)
-        except FileNotFoundError:
-            raise
-        except socket.timeout as exc:  # (a subclass of OSError: caught first)
+            with guard:
+                return func(*args, **kwargs)
+        except Exception as exc:
+            if not guard.fired:
+                error = self._sftp_error(what, exc)
+                if error is exc:
+                    raise
+                raise error from exc
             self.close()
             raise DeviceError(self.device.name, f"no answer for {self.sftp_silence_seconds:g} s during {what}: "
                               "the link is dead (or the device hangs)", kind="unreachable") from exc
-        except OSError as exc:
-            kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
-            raise DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind) from exc
+
+    def _sftp_error(self, what: str, exc: Exception) -> Exception:
+        """The DeviceError for an OSError of an SFTP call (disk full or another SFTP failure); other
+        exceptions (FileNotFoundError included) as they are."""
+        if isinstance(exc, FileNotFoundError) or not isinstance(exc, OSError):
+            return exc
+        kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
+        return DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind)
 
     def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
         callback = (lambda sent, total: on_bytes(sent)) if on_bytes else None
@@ -311,7 +325,7 @@ class SSHTransport(Transport):
         return len(data)
 
     def get(self, remote: str, local: str) -> int:
-        self._sftp_call(f"download of {remote}", self._sftp.get, remote, local)
+        self._sftp_call(f"download of {remote}", self._sftp.get, remote, local, callback=None)
         return os.path.getsize(local)
 
     def exists(self, remote: str) -> bool:
