@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from tests import arm_rootfs
-from tests.fixtures_fleet import SSHServer, device_entry, keygen
-from tests.netns import NetNS
+from tests.fixtures_fleet import SSHServer, device_entry
+from tests.netns import NetNS, start_sshd
 
 
 @dataclass
@@ -92,17 +92,16 @@ def arm_board(tmp_path_factory, ssh_key) -> Iterator[ArmBoard]:
     shutil.copyfile(ssh_key.with_suffix(".pub"), authorized_keys)
     scratch = f"/tmp/edgebench-test-{uuid.uuid4().hex[:12]}"
     netns = NetNS.create()
-    proc_dir = tree.rootfs / "proc"
-    server = SSHServer(name="arm", root=root, port=22, host=netns.address, host_key=keygen(
-        root / "ssh_host_ed25519_key", "host-arm"),
-        wrapper=[*netns.exec_prefix, "sh", "-c", f'mount -t proc proc "{proc_dir}" && exec "$0" "$@"'])
+    server = None
     try:
-        server.start(authorized_keys, extra_config=f"ChrootDirectory {tree.rootfs}\n")
+        server = start_sshd(netns, root, "arm", authorized_keys, extra_config=f"ChrootDirectory {tree.rootfs}\n",
+                            before=f'mount -t proc proc "{tree.rootfs / "proc"}"')
         known_hosts = root / "known_hosts"
         known_hosts.write_text(server.host_key_line)
         yield ArmBoard(server=server, netns=netns, tree=tree, key=ssh_key, known_hosts=known_hosts,
                        scratch=scratch)
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         netns.delete()
         shutil.rmtree(tree.rootfs / scratch.lstrip("/"), ignore_errors=True)

@@ -13,6 +13,7 @@ import ipaddress
 import random
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 POOL = ipaddress.ip_network("10.200.0.0/16")
 ATTEMPTS = 20
@@ -83,3 +84,18 @@ class NetNS:
         """Remove the namespace and the veth pair (stop the processes inside first)."""
         ip("netns", "del", self.name, check=False)
         ip("link", "del", self.host_if, check=False)  # normally gone with the namespace already
+
+
+def start_sshd(netns: NetNS, root: Path, name: str, authorized_keys: Path, extra_config: str = "",
+               before: str = ""):
+    """Start a :class:`tests.fixtures_fleet.SSHServer` on port 22 of ``netns``'s device address, with its
+    own host key under ``root``; ``before`` is a shell command run inside the namespace first (sshd is
+    exec'd after it, so the server's PID is sshd's). The caller stops it. Raises RuntimeError."""
+    from tests.fixtures_fleet import SSHServer, keygen
+
+    wrapper = list(netns.exec_prefix)
+    if before:
+        wrapper += ["sh", "-c", f'{before} && exec "$0" "$@"']
+    server = SSHServer(name=name, root=root, port=22, host=netns.address, wrapper=wrapper,
+                       host_key=keygen(root / "ssh_host_ed25519_key", f"host-{name}"))
+    return server.start(authorized_keys, extra_config)

@@ -25,8 +25,8 @@ import pytest
 from controller.errors import DeviceError, ExitCode
 from controller.fleet.inventory import Device
 from controller.fleet.transport import open_transport
-from tests.fixtures_fleet import SSHServer, device_entry, keygen, write_inventory
-from tests.netns import NetNS
+from tests.fixtures_fleet import device_entry, write_inventory
+from tests.netns import NetNS, start_sshd
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +47,13 @@ def cut_board(tmp_path, ssh_key):
     root.mkdir()
     authorized_keys = root / "authorized_keys"
     authorized_keys.write_text(ssh_key.with_suffix(".pub").read_text())
-    server = SSHServer(name="cut", root=root, port=22, host=netns.address, wrapper=netns.exec_prefix,
-                       host_key=keygen(root / "ssh_host_ed25519_key", "host-cut"))
+    server = None
     try:
-        server.start(authorized_keys, extra_config=DEVICE_SSHD)
+        server = start_sshd(netns, root, "cut", authorized_keys, extra_config=DEVICE_SSHD)
         yield server, netns, tmp_path / "cut work"
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         netns.delete()
 
 
