@@ -145,14 +145,21 @@ class _LinkWatch:
     def heard(self) -> None:
         self.last = time.monotonic()
 
+    def _probe(self) -> None:
+        import paramiko
+
+        try:
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+        except (OSError, EOFError, paramiko.SSHException):  # the link closed under the probe: the run loop
+            pass  # sees the dead transport and says so
+
     def dead(self) -> bool:
         now = time.monotonic()
         if self.probe is not None and not self.probe.is_alive():
             self.probe = None
             self.last = now  # the device answered the keepalive
         if self.probe is None and now - self.last > self.quiet:
-            self.probe = threading.Thread(target=self.transport.global_request,
-                                          args=("keepalive@openssh.com",), kwargs={"wait": True}, daemon=True)
+            self.probe = threading.Thread(target=self._probe, daemon=True)
             self.probe_started = now
             self.probe.start()
         return self.probe is not None and now - self.probe_started > self.dead_after
@@ -303,8 +310,14 @@ class SSHTransport(Transport):
                               "the link is dead (or the device hangs)", kind="unreachable") from exc
 
     def _sftp_error(self, what: str, exc: Exception) -> Exception:
-        """The DeviceError for an OSError of an SFTP call (disk full or another SFTP failure); other
-        exceptions (FileNotFoundError included) as they are."""
+        """The DeviceError for a failed SFTP call: the connection dropped mid-transfer, disk full, another
+        SFTP failure; other exceptions (FileNotFoundError included) as they are."""
+        import paramiko
+
+        if isinstance(exc, (paramiko.SSHException, EOFError)):  # "Server connection dropped" mid-transfer
+            detail = str(exc) or type(exc).__name__
+            return DeviceError(self.device.name, f"{what} failed: the SSH connection was lost ({detail})",
+                               kind="unreachable")
         if isinstance(exc, FileNotFoundError) or not isinstance(exc, OSError):
             return exc
         kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
