@@ -361,3 +361,21 @@ def test_garbage_on_the_socket_is_refused_and_the_daemon_lives_on(tmp_path, agen
             answer = json.loads(sock.makefile("rb").readline())
         assert answer["error"]["kind"] == "usage", answer
     assert daemon.status()["daemon"]["pid"] == daemon.proc.pid
+
+
+def test_forget_drops_collected_entries_and_the_cursor_never_goes_back(test_models, tmp_path, agent_daemon):
+    daemon = agent_daemon(tmp_path)
+    daemon.submit([job(test_models["float32"], "r1.a"), job(test_models["float32"], "r1.b"),
+                   job(test_models["float32"], "r2.a")])
+    daemon.watch(["r1.a", "r1.b", "r2.a"])
+    forgot = json.loads(daemon.client("forget", "--prefix", "r1.").stdout)
+    assert sorted(forgot["forgotten"]) == ["r1.a", "r1.b"] and forgot["cursor"] == 3
+    assert [p.name for p in journal_files(tmp_path)] == ["00000003.r2.a.json"]
+    assert daemon.client("result", "r1.a").returncode == ExitCode.USAGE  # no longer known
+    assert json.loads(daemon.client("forget", "--ids", "r2.a").stdout)["forgotten"] == ["r2.a"]
+    daemon.sigkill()
+    restarted = agent_daemon(tmp_path)
+    assert restarted.status()["cursor"] == 3  # from cursor.json: no cursor is given twice
+    restarted.submit([job(test_models["float32"], "r3.a")])
+    assert [e["cursor"] for e in restarted.watch(["r3.a"])] == [4]
+    assert restarted.client("forget", "--ids", "x", "--prefix", "y").returncode == ExitCode.USAGE

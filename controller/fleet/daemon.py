@@ -9,6 +9,7 @@ on the device (``agent/daemon.py``) and the controller follows the daemon's jour
    runs); an id the daemon knows is not queued again, so submitting again after a reconnect is safe;
 3. ``daemon-client watch --prefix <run-id>.`` prints a line per finished job; each result document is
    fetched from the journal as its line arrives (a job fetched once is never fetched or stored again);
+   once all are home, ``daemon-client forget --prefix <run-id>.`` keeps the journal from growing;
 4. when the link drops (or the daemon dies) the jobs go on, on the device; the controller reconnects
    with a growing pause, a bounded number of times, submits again (a no-op for known ids) and watches
    again. Each reconnect is recorded in ``run.json`` (the device's ``reconnects``). If the device stays
@@ -133,6 +134,7 @@ class DaemonJobs:
             try:
                 why = self._watch(ahead)
                 if why is None:
+                    self._forget()
                     return
             except DeviceError as exc:
                 if exc.kind not in LINK_KINDS:
@@ -175,6 +177,14 @@ class DaemonJobs:
         if result.exit_code < 0:  # the channel closed without an exit status: the session was cut
             return "the SSH session was lost while watching the daemon (no exit status)"
         return f"the watch ended early (exit {result.exit_code}): {result.stderr.strip()[-300:]}"
+
+    def _forget(self) -> None:
+        """Every result of the run is home (in the run folder): drop them from the device's journal so it
+        does not grow run after run. A failure here costs disk space only: logged, not fatal."""
+        result = self.client("forget", "--prefix", self.prefix)
+        if not result.ok:
+            log.warning("%s: the daemon's journal entries of this run stay (forget failed: %s)",
+                        self.run.device.name, result.stderr.strip()[-300:])
 
     def _lock_timeout(self) -> float:
         value = self.run.options.lock_timeout
