@@ -254,8 +254,10 @@ def test_two_controllers_on_one_daemon_device_never_measure_at_once(daemon_fleet
     docs = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
-        docs.append(json.loads(out))
+        doc = json.loads(out)
+        assert proc.returncode == 0, (err[-2000:], [(r["status"], r["error"]) for r in doc["results"]],
+                                      {n: d.get("reason") for n, d in doc["devices"].items()})
+        docs.append(doc)
     assert docs[0]["run_id"] != docs[1]["run_id"]
     windows = []
     for doc in docs:

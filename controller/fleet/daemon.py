@@ -127,8 +127,7 @@ class DaemonJobs:
     def collect(self, run_dir: str) -> None:
         """Ensure, submit, then watch and fetch until every job of the run is home, reconnecting after a
         dropped link. Raises DeviceError when the link cannot be brought back."""
-        self.ensure()
-        ahead = self._ahead_of_us()
+        ahead = self._ahead_of_us(self.ensure())
         self.submit(run_dir)
         while True:
             try:
@@ -144,16 +143,13 @@ class DaemonJobs:
             self.ensure()
             self.submit(run_dir)
 
-    def _ahead_of_us(self) -> int:
-        status = self.run.status
-        result = self.client("status")
-        if result.exit_code != 0:
-            return 0
-        answer = json.loads(result.stdout)
-        ours = self.prefix
-        queued = [j for j in answer.get("queued") or [] if not j.startswith(ours)]
-        status.daemon_queue_ahead = len(queued) + (1 if answer.get("running") else 0)
-        return status.daemon_queue_ahead
+    def _ahead_of_us(self, answer: dict[str, Any]) -> int:
+        """Jobs of others queued or running on the daemon (from its status): they bound our wait too."""
+        queued = [j for j in answer.get("queued") or [] if not j.startswith(self.prefix)]
+        running = answer.get("running") or {}
+        busy = 1 if running and not str(running.get("id", "")).startswith(self.prefix) else 0
+        self.run.status.daemon_queue_ahead = len(queued) + busy
+        return self.run.status.daemon_queue_ahead
 
     def _watch(self, ahead: int) -> str | None:
         """One ``watch`` until the run's jobs are all journaled: None when complete, else why it ended."""
