@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from agent.cpus import check_placement
 from agent.errors import UsageError
 from agent.job import JobSpec, check_job_id
 from agent.lock import DeviceLock
@@ -29,7 +30,8 @@ class BatchOptions:
     lock: str | None = None  #: flock this file for the whole batch (None: no lock)
     lock_timeout: float = 60.0
     shuffle_seed: int | None = None  #: shuffle the job order with this seed (None: file order)
-    cooldown: float = 0.0  #: seconds to sleep between two jobs
+    cooldown: float = 0.0  #: seconds to sleep between two jobs (a job's own longer cooldown wins)
+    cpus: str | None = None  #: placement of the jobs whose ``cpus`` is None
     runner: RunnerOptions = field(default_factory=RunnerOptions)
 
 
@@ -68,6 +70,10 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
     is not free within ``lock_timeout``. A failing job is a document, never an exception.
     """
     specs = load_jobs(options.jobs_file)
+    if options.cpus is not None:
+        check_placement(options.cpus)
+        for spec in specs:
+            spec.cpus = options.cpus if spec.cpus is None else spec.cpus
     out = Path(options.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -83,12 +89,13 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
 def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict], None]) -> list:
     docs = []
     for index, spec in enumerate(order):
-        if index and options.cooldown > 0:
-            time.sleep(options.cooldown)
+        cooldown = max(options.cooldown, spec.cooldown)
+        if index and cooldown > 0:
+            time.sleep(cooldown)
         emit({"event": "start", "id": spec.id, "index": index, "total": len(order), "time": time.time()})
         doc = run_job(spec, options.runner)
         doc["batch"] = {"index": index, "total": len(order), "shuffle_seed": options.shuffle_seed,
-                        "cooldown_s": options.cooldown}
+                        "cooldown_s": cooldown}
         path = out / f"{spec.id}.json"
         write_json_atomic(path, doc)
         docs.append(doc)

@@ -16,7 +16,7 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
-from agent.job import RUNTIME_CHOICES, JobSpec
+from agent.job import RUNTIME_CHOICES, JobSpec, parse_input_shapes
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                      help="which runtime measures (auto: ai-edge-litert, then tflite-runtime, then tensorflow)")
     run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
+    run.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="load this external delegate (with its "
+                     "options) through the runtime's load_delegate")
+    run.add_argument("--cpus", metavar="LIST|big|little|all", help="pin the measuring worker to these CPUs "
+                     "(a list like 0,2-3, or a cluster; default: no pinning)")
+    run.add_argument("--repeat", type=int, default=d.repeat,
+                     help=f"measure in this many fresh worker processes ({d.repeat}); p50 = median of theirs")
+    run.add_argument("--cooldown", type=float, default=d.cooldown,
+                     help=f"pause this long between the worker processes, seconds ({d.cooldown:g})")
+    run.add_argument("--run-delay", type=float, default=d.run_delay,
+                     help=f"pause this long between two timed inferences, seconds ({d.run_delay:g})")
     run.add_argument("--timeout", type=float, default=600.0, help="deadline of the worker, seconds (600)")
     run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
@@ -83,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--lock", metavar="PATH", help="flock this file while the batch runs")
     batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
     batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
-    batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0)")
+    batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0; a job's "
+                       "own cooldown wins when longer)")
+    batch.add_argument("--cpus", metavar="LIST|big|little|all", help="pin the jobs that do not say otherwise "
+                       "(job key cpus) to these CPUs")
     batch.add_argument("--stop-on-stdin-eof", action="store_true",
                        help="stop (like Ctrl-C) when standard input closes: the controller keeps it open, so "
                        "an SSH session that drops or a controller that gives up stops the batch and frees "
@@ -105,21 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_shapes(items: list) -> dict:
-    shapes = {}
-    for item in items:
-        name, sep, dims = item.rpartition("=")
-        try:
-            values = [int(d) for d in dims.split(",")]
-        except ValueError:
-            values = []
-        if not sep or not name or not values or min(values) < 1:
-            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
-                             "seq=1,12,4")
-        shapes[name] = values
-    return shapes
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -132,13 +130,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{label} file {path} does not exist")
     runtimes.choose(args.runtime)  # NoRuntimeError (exit 3) before starting a worker
+    delegate, delegate_options = None, {}
+    if args.delegate:
+        from agent.delegation import parse_spec
+
+        try:
+            delegate, delegate_options = parse_spec(args.delegate)
+        except ValueError as exc:
+            raise UsageError(f"--delegate: {exc}") from exc
+        delegate = str(Path(delegate).resolve()) if Path(delegate).exists() else delegate
     spec = JobSpec(model=str(Path(args.model).resolve()), id=Path(args.model).stem, threads=args.threads,
                    runtime=args.runtime, xnnpack=not args.no_xnnpack, warmup=args.warmup,
                    warmup_min_seconds=args.warmup_min_seconds, runs=args.runs, min_seconds=args.min_seconds,
                    max_seconds=args.max_seconds, timeout=args.timeout, seed=args.seed,
                    inputs=str(Path(args.inputs).resolve()) if args.inputs else None,
-                   input_shapes=_parse_shapes(args.input_shape),
-                   save_outputs=str(Path(args.save_outputs).resolve()) if args.save_outputs else None)
+                   input_shapes=parse_input_shapes(args.input_shape),
+                   save_outputs=str(Path(args.save_outputs).resolve()) if args.save_outputs else None,
+                   cpus=args.cpus, repeat=args.repeat, cooldown=args.cooldown, run_delay=args.run_delay,
+                   delegate=delegate, delegate_options=delegate_options)
     spec.validate()
     doc = run_job(spec)
     if args.json:
@@ -173,7 +182,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         _watch_stdin()
     options = BatchOptions(jobs_file=args.jobs, out_dir=args.out, lock=args.lock,
                            lock_timeout=args.lock_timeout, shuffle_seed=args.shuffle_seed,
-                           cooldown=args.cooldown)
+                           cooldown=args.cooldown, cpus=args.cpus)
     docs = run_batch(options, emit)
     _BATCH_DONE.set()
     # A job the device cannot run (no_runtime included) is data in its document: 1, never 3, for batch.

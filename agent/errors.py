@@ -39,6 +39,12 @@ class BusyError(AgentError):
     exit_code = ExitCode.BUSY
 
 
+class SchemaError(AgentError, ValueError):
+    """A result document this version cannot read: not a document, or a newer schema_version."""
+
+    exit_code = ExitCode.USAGE
+
+
 class JobFailed(AgentError):
     """Raised inside a worker when the job cannot be measured (bad model, bad inputs, runtime error).
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.cpus import check_placement
 from agent.errors import UsageError
 
 RUNTIME_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -44,6 +45,13 @@ class JobSpec:
     inputs: str | None = None  #: .npy/.npz of float (or exact-dtype) input data
     input_shapes: dict[str, list[int]] = field(default_factory=dict)  #: resize of dynamic inputs
     save_outputs: str | None = None  #: .npz path: outputs of the inputs file (or of the random input)
+    # Placement and repeats (schema v2): see agent/cpus.py and agent/repeats.py.
+    cpus: str | None = None  #: all | big | little | a CPU list "0,2-3"; None = no pinning
+    repeat: int = 1  #: measure in this many fresh worker processes; headline p50 = median of their p50s
+    cooldown: float = 0.0  #: seconds of pause before each worker process but the first (and between jobs)
+    run_delay: float = 0.0  #: seconds of pause between two timed invocations (benchmark_model's run_delay)
+    delegate: str | None = None  #: path of an external delegate library (.so) on the device
+    delegate_options: dict[str, str] = field(default_factory=dict)  #: its key=value options
     #: per-op profile plan (agent/profile.py): single-op models to time after the whole model, or None
     profile: dict[str, Any] | None = None
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
@@ -82,7 +90,34 @@ class JobSpec:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.timeout <= 0:
             raise UsageError("timeout must be > 0")
+        check_placement(self.cpus)
+        if int(self.repeat) < 1:
+            raise UsageError(f"repeat must be >= 1, got {self.repeat}")
+        for name in ("cooldown", "run_delay"):
+            if float(getattr(self, name)) < 0:
+                raise UsageError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if self.delegate is not None and not str(self.delegate).strip():
+            raise UsageError("delegate must be the path of a delegate library, got an empty string")
+        if not isinstance(self.delegate_options, dict):
+            raise UsageError(f"delegate_options must be an object of key: value, got {self.delegate_options!r}")
         if self.profile is not None:
             from agent.profile import check_plan
 
             check_plan(self.profile)
+
+
+def parse_input_shapes(items: list) -> dict[str, list[int]]:
+    """``["seq=1,12,4", ...]`` (``--input-shape``) -> ``{"seq": [1, 12, 4]}``. Raises UsageError naming the
+    bad item and the form."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            values = [int(d) for d in dims.split(",")]
+        except ValueError:
+            values = []
+        if not sep or not name or not values or min(values) < 1:
+            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
+                             "seq=1,12,4")
+        shapes[name] = values
+    return shapes

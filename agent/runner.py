@@ -20,12 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import agent
-from agent import modelfile, probes, schema
+from agent import modelfile, probes, repeats, schema
 from agent.job import JobSpec
 
 STDERR_TAIL_CHARS = 3000
@@ -62,14 +63,27 @@ def worker_command(python: str, job_file: str, result_file: str) -> list:
     return [python, "-c", boot, job_file, result_file]
 
 
-def run_job(spec: JobSpec, options: RunnerOptions | None = None) -> dict:
-    """Run ``spec`` in a fresh worker process and return its result document (schema_version 1).
+def run_job(spec: JobSpec, options: RunnerOptions | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Run ``spec`` in ``spec.repeat`` fresh worker processes, one after the other with ``spec.cooldown``
+    seconds between them, and return the combined result document (schema_version 2; see
+    :func:`agent.repeats.combine`).
 
     Never raises for a bad model, a crash or a hang: those are documents with status error / crashed /
     timeout. Raises OSError only when the worker cannot be started at all (e.g. ``options.python``
     does not exist) and KeyboardInterrupt after killing the worker.
     """
     options = options or RunnerOptions()
+    docs = []
+    for index in range(max(1, int(spec.repeat))):
+        if index and spec.cooldown > 0:
+            sleep(spec.cooldown)
+        docs.append(_run_worker(spec, options))
+    return repeats.combine(docs)
+
+
+def _run_worker(spec: JobSpec, options: RunnerOptions) -> dict:
+    """One worker process for ``spec``: its classified document."""
     scratch = Path(tempfile.mkdtemp(prefix="edgebench-job-", dir=options.tmp_root))
     try:
         job_file, result_file = scratch / "job.json", scratch / "result.json"

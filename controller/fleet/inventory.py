@@ -51,6 +51,7 @@ class Device:
     runtime: str = "auto"  #: which TFLite runtime jobs ask for (and bootstrap installs)
     tags: tuple[str, ...] = ()
     threads: tuple[int, ...] = ()  #: threads to run on this device (empty = the command line's)
+    cpus: str | None = None  #: where jobs run on this device: all, big, little or "0,2-3" (None = --cpus)
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     #: deadline of each remote command and file transfer; not of a batch (bounded by its jobs' timeouts)
     command_timeout: float = defaults.COMMAND_TIMEOUT
@@ -136,6 +137,7 @@ DEVICE_KEYS: dict[str, tuple[tuple, str]] = {
     "runtime": ((str,), f"one of {', '.join(RUNTIMES)}"),
     "tags": ((list,), "a list of strings"),
     "threads": ((list, int), "a list of positive integers"),
+    "cpus": ((str, int), "all, big, little or a CPU list like 0,2-3"),
     "connect_timeout": ((int, float), "a positive number of seconds"),
     "command_timeout": ((int, float), "a positive number of seconds"),
     "lock_timeout": ((int, float), "a number of seconds >= 0"),
@@ -249,6 +251,15 @@ def _convert(path: str, name: str, key: str, value: Any) -> Any:
         if not items or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in items):
             raise bad("must be a list of positive integers")
         return tuple(items)
+    if key == "cpus":
+        from agent.cpus import check_placement
+        from agent.errors import UsageError as AgentUsageError
+
+        try:
+            check_placement(str(value))
+        except AgentUsageError:
+            raise bad("must be all, big, little or a CPU list like 0,2-3") from None
+        return str(value)
     if key in ("connect_timeout", "command_timeout") and value <= 0:
         raise bad("must be > 0 seconds")
     if key == "lock_timeout" and value < 0:

@@ -5,6 +5,7 @@ fleet settings. Validated once, here."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,10 @@ class RunOptions:
     #: job is this template with its model, id and threads filled in
     job: JobSpec = field(default_factory=lambda: JobSpec(model="", timeout=defaults.JOB_TIMEOUT))
     threads: tuple[int, ...] = (1,)
+    #: XNNPACK on / off, swept like threads (default: the template's setting only)
+    xnnpack: tuple[bool, ...] = ()
+    #: batch sizes swept for models whose inputs have a dynamic batch (first) dimension; () = no sweep
+    batch_sizes: tuple[int, ...] = ()
     eval_data: str | None = None  #: .npz with x (and y): outputs saved, accuracy computed
     use_manifest_eval: bool = True  #: use a family's own eval set when --eval is not given
     thresholds: Thresholds = field(default_factory=Thresholds)  #: when a variant counts as drifted
@@ -46,6 +51,10 @@ class RunOptions:
             raise UsageError(f"bad measurement setting: {exc}") from exc
         if not self.threads or min(self.threads) < 1:
             raise UsageError(f"threads must be integers >= 1, got {list(self.threads)}")
+        if self.batch_sizes and min(self.batch_sizes) < 1:
+            raise UsageError(f"batch sizes must be integers >= 1, got {list(self.batch_sizes)}")
+        if self.job.inputs and not os.path.isfile(self.job.inputs):
+            raise UsageError(f"inputs file {self.job.inputs} does not exist; give a .npy/.npz of input data")
         if self.parallel < 1:
             raise UsageError(f"parallel must be >= 1, got {self.parallel}")
         if self.lock_timeout is not None and not self.lock_timeout >= 0:

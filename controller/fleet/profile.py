@@ -98,7 +98,7 @@ def _cached_cuts(model: Any, options: ProfileOptions) -> list[OpCut]:
 
 def _job_id(position: int, model: Any, threads: int) -> str:
     """The fleet's job id of this model and thread count, with ``-profile``."""
-    from controller.fleet.run import _job_id as fleet_job_id
+    from controller.fleet.device_run import job_id as fleet_job_id
 
     return f"{fleet_job_id(position, model, threads)}-profile"
 
@@ -173,9 +173,9 @@ def profile_run(fleet: Any, devices: list[Any], models: list[Any], threads: tupl
     "kind", "files" (relative to the run folder), "summaries"
     (:func:`controller.fleet.profile_view.summarize` of each)}; never raises for a device problem (nor
     after Ctrl-C: the devices not finished then say ``interrupted``)."""
+    from controller.fleet.device_run import job_id as fleet_job_id
     from controller.fleet.group import run_group
     from controller.fleet.profile_view import summarize
-    from controller.fleet.run import _job_id as fleet_job_id
     from controller.fleet.session import DeviceSession
     from controller.fleet.store import write_json
 

@@ -76,31 +76,69 @@ def results_table(results: pd.DataFrame) -> Table:
     accuracy and status (from a results.parquet DataFrame). Reasons of jobs that are not ok are numbered
     notes under the table (each distinct reason once)."""
     table = Table(title="results")
-    for column in ("device", "model", "variant", "threads", "p50 ms", "p90 ms", "speedup", "peak RSS MiB",
-                   "accuracy", "status"):
-        left = column in ("device", "model", "variant", "status")
+    optional = _optional_columns(results)
+    columns = ["device", "model", "variant", "threads", *[c for c, _ in optional], "p50 ms", "p90 ms", "speedup",
+               "peak RSS MiB", "model MiB", "accuracy", "status"]
+    for column in columns:
+        left = column in ("device", "model", "variant", "status", "cpus", "xnnpack")
         table.add_column(column, justify="left" if left else "right", overflow="fold",
                          no_wrap=column == "status")
-    frame = results.sort_values(["device", "model", "variant", "threads"], na_position="last")
+    sort = [c for c in ("device", "model", "variant", "threads", "xnnpack", "batch") if c in results]
+    frame = results.sort_values(sort, na_position="last")
     notes: list[str] = []
     for row in frame.to_dict("records"):
-        status = row["status"] or "-"
-        style = _STATUS_STYLE.get(row["status"], "red")
-        if status != "ok" and row.get("error"):
-            status = f"{status} [{_note(notes, row['error'])}]"
-        if _present(row.get("drift")) and bool(row["drift"]):  # ok, but its outputs are not fp32's
-            status = f"{status}, drift [{_note(notes, row.get('drift_reasons') or 'drifted from fp32')}]"
-            style = "yellow"
+        status, style = status_text(row, notes)
         table.add_row(
             str(row["device"]), str(row["model"]), str(row["variant"]), _num(row["threads"], "{:.0f}"),
+            *[render(row) for _, render in optional],
             _num(row["p50_ms"]), _num(row["p90_ms"]), _num(row["speedup_vs_fp32"], "{:.2f}x"),
-            _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"), accuracy_text(row),
-            f"[{style}]{status}[/]",
+            _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"),
+            _num(row["model_peak_kb"] / 1024 if _present(row.get("model_peak_kb")) else None, "{:.1f}"),
+            accuracy_text(row), f"[{style}]{status}[/]",
         )
     if notes:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
+
+
+def status_text(row: dict[str, Any], notes: list[str]) -> tuple[str, str]:
+    """(text, style) of a row's status: ``ok`` green only when clean; ``ok (noisy, throttled)`` yellow
+    when the measurement carries flags; a drift with its reason as a note; failures red with theirs."""
+    status = row["status"] or "-"
+    style = _STATUS_STYLE.get(row["status"], "red")
+    if status != "ok" and row.get("error"):
+        status = f"{status} [{_note(notes, row['error'])}]"
+    flags = [f for f in str(row.get("flags") or "").split(",") if f and f != "drift"]
+    if flags:
+        status = f"{status} ({', '.join(flags)})"
+        style = "yellow" if style == "green" else style
+    if (_present(row.get("drift")) and bool(row["drift"])) or "drift" in str(row.get("flags") or ""):
+        status = f"{status}, drift [{_note(notes, row.get('drift_reasons') or 'drifted from fp32')}]"
+        style = "yellow" if style == "green" else style
+    return status, style
+
+
+def _optional_columns(results: pd.DataFrame) -> list:
+    """(title, render) of the columns a run only shows when it has them: the CPUs when a job ran on part
+    of its device (or on a named cluster), XNNPACK when swept, the batch size of a batch sweep, energy."""
+    def has(column: str) -> bool:
+        return column in results and results[column].notna().any()
+
+    optional = []
+    pinned = has("affinity") and any(
+        len(str(a).split(",")) < n for a, n in zip(results["affinity"], results["cpu_count"])
+        if _present(a) and _present(n))
+    if pinned or (has("cluster") and (results["cluster"].dropna() != "all").any()):
+        optional.append(("cpus", lambda r: f"{r['affinity']} ({r['cluster']})" if _present(r.get("affinity"))
+                         else "-"))
+    if "xnnpack" in results and results["xnnpack"].dropna().nunique() > 1:
+        optional.append(("xnnpack", lambda r: {True: "on", False: "off"}.get(r.get("xnnpack"), "-")))
+    if has("batch"):
+        optional.append(("batch", lambda r: _num(r.get("batch"), "{:.0f}")))
+    if has("mj_per_inference"):
+        optional.append(("mJ/inf", lambda r: _num(r.get("mj_per_inference"), "{:.3f}")))
+    return optional
 
 
 def _note(notes: list[str], text: str) -> int:
