@@ -379,3 +379,16 @@ def test_forget_drops_collected_entries_and_the_cursor_never_goes_back(test_mode
     restarted.submit([job(test_models["float32"], "r3.a")])
     assert [e["cursor"] for e in restarted.watch(["r3.a"])] == [4]
     assert restarted.client("forget", "--ids", "x", "--prefix", "y").returncode == ExitCode.USAGE
+
+
+def test_repeats_and_cooldown_are_honoured_as_in_a_batch(test_models, tmp_path, agent_daemon):
+    """repeat 2 = two workers combined into one document whose window covers both; cooldown pauses before
+    each worker but the first and between jobs."""
+    daemon = agent_daemon(tmp_path)
+    settings = dict(QUICK, repeat=2, cooldown=0.4)
+    daemon.submit([job(test_models["float32"], "a", **settings), job(test_models["float32"], "b", **settings)])
+    first, second = (read_json(e["file"]) for e in daemon.watch(["a", "b"]))
+    assert [len(d["processes"]) for d in (first, second)] == [2, 2]
+    assert len({p["pid"] for p in first["processes"]}) == 2
+    assert first["daemon"]["ended"] - first["daemon"]["started"] >= 0.4  # both workers, with the pause between
+    assert second["daemon"]["started"] - first["daemon"]["ended"] >= 0.4 - 0.05

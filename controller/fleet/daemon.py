@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 from agent.errors import ExitCode as AgentExit
+from agent.job import JobSpec
 from controller.errors import DeviceError
 from controller.fleet.daemon_unit import link_current
 
@@ -157,7 +158,7 @@ class DaemonJobs:
         if not pending:
             return None
         options = self.run.options
-        deadline = (ahead + len(pending)) * (options.job.timeout + 30) + self._lock_timeout() + 60
+        deadline = (ahead + len(pending)) * options.job.device_seconds() + self._lock_timeout() + 60
         self.run._set(state="running", detail=f"daemon: {len(pending)} job(s) queued")
         start = time.monotonic()
         result = self.client("watch", "--prefix", self.prefix, "--heartbeat", f"{HEARTBEAT_SECONDS:g}",
@@ -286,7 +287,7 @@ def collect_journal(session: Any, run_id: str, lock_timeout: float) -> tuple[lis
         with open(local, encoding="utf-8") as fh:
             jobs = json.load(fh)
         detach(session)
-        deadline = lock_timeout + sum(float(j.get("timeout") or 0) + 30 for j in jobs) + 60
+        deadline = lock_timeout + sum(JobSpec.from_dict(j).device_seconds() for j in jobs) + 60
         docs: dict[str, dict] = {}
 
         def on_line(line: str) -> None:
