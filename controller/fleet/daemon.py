@@ -37,6 +37,7 @@ from controller.fleet.daemon_unit import link_current
 log = logging.getLogger(__name__)
 
 LINK_KINDS = ("unreachable", "timeout")  #: DeviceError kinds that mean "the link dropped": reconnect
+MAX_ROUNDS = 20  #: watches a run may lose (plus one per job) before the device is given up
 HEARTBEAT_SECONDS = 5.0  #: the watch prints a heartbeat this often (keeps the link heard, shows the queue)
 _RESTART_WAIT_S = 30.0
 
@@ -130,7 +131,10 @@ class DaemonJobs:
         dropped link. Raises DeviceError when the link cannot be brought back."""
         ahead = self._ahead_of_us(self.ensure())
         self.submit(run_dir)
-        while True:
+        # Bounded: each round either finishes, or follows a dropped link / a dead daemon (which costs at
+        # most the job it was measuring); a link that keeps dropping ends the device after this many rounds.
+        rounds = MAX_ROUNDS + len(self.run.jobs)
+        for _ in range(rounds):
             try:
                 why = self._watch(ahead)
                 if why is None:
@@ -143,6 +147,9 @@ class DaemonJobs:
             self._reconnect(why)
             self.ensure()
             self.submit(run_dir)
+        raise DeviceError(self.run.device.name, f"gave up after {rounds} dropped watches (last: {why}); the jobs go "
+                          f"on in the device's agent daemon: collect them with `edgebench run --resume "
+                          f"{self.run.store.run_id}`", kind="unreachable")
 
     def _ahead_of_us(self, answer: dict[str, Any]) -> int:
         """Jobs of others queued or running on the daemon (from its status): they bound our wait too."""
