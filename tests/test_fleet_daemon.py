@@ -415,3 +415,33 @@ def test_a_controller_killed_mid_run_loses_nothing_on_a_daemon_device(daemon_fle
     assert len(jobs) == 4 and sorted(docs) == sorted(j["id"] for j in jobs)
     assert [d["status"] for d in docs.values()] == ["ok"] * 4
     assert len(journal(workdir)) == 4 and daemon_pid(workdir) == pid
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_daemon_run_does_not_reconnect_and_the_jobs_go_on(daemon_fleet, test_models, tmp_path):
+    """SIGINT to `edgebench run` while dd-0 measures: exit 130 at once (no reconnect loop), the device is
+    `interrupted` naming --resume, and the daemon finishes the run's jobs anyway."""
+    workdir = daemon_fleet["workdirs"]["dd-0"]
+    models = [str(test_models[n]) for n in ("float32", "int8_io", "two_outputs", "fp16")]
+    controller = subprocess.Popen([sys.executable, "-m", "controller", "run", *models, "--devices",
+                                   str(daemon_fleet["inventory"]), "--device", "dd-0", "--out", str(tmp_path / "out"),
+                                   "--json", *STEADY], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(journal(workdir)) >= 1, 120, "dd-0's first result")
+        controller.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        controller.communicate(timeout=60)
+        assert controller.returncode == 130
+        assert time.monotonic() - start < 20  # no reconnect attempts (they would pause 1 + 2 + 4 + ... s)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait(timeout=30)
+    (run_dir,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]  # not .history/
+    device = json.loads((run_dir / "run.json").read_text())["devices"]["dd-0"]
+    assert device["reconnects"] == [] and device["kind"] == "interrupted"  # recorded, not lost mid-reconnect
+    assert f"--resume {run_dir.name}" in device["reason"]
+    wait_for(lambda: journaled(workdir) == 4, 120, "the daemon to finish the run's jobs")
+    status = daemon_client.request(str(workdir), {"op": "status"})
+    assert status["queued"] == [] and status["running"] is None

@@ -129,7 +129,17 @@ class DaemonJobs:
     # ---- following the journal -------------------------------------------------------------------------------
     def collect(self, run_dir: str) -> None:
         """Ensure, submit, then watch and fetch until every job of the run is home, reconnecting after a
-        dropped link. Raises DeviceError when the link cannot be brought back."""
+        dropped link. Raises DeviceError when the link cannot be brought back, kind "interrupted" (whatever
+        broke) once Ctrl-C / SIGTERM closed the link: the jobs go on in the daemon."""
+        try:
+            self._collect(run_dir)
+        except Exception as exc:
+            if getattr(self.run, "stopping", False) and not (isinstance(exc, DeviceError)
+                                                              and exc.kind == "interrupted"):
+                raise self._interrupted() from exc
+            raise
+
+    def _collect(self, run_dir: str) -> None:
         ahead = self._ahead_of_us(self.ensure())
         self.submit(run_dir)
         # Bounded: each round either finishes, or follows a dropped link / a dead daemon (which costs at
@@ -142,7 +152,7 @@ class DaemonJobs:
                     self._forget()
                     return
             except DeviceError as exc:
-                if exc.kind not in LINK_KINDS:
+                if exc.kind not in LINK_KINDS or getattr(self.run, "stopping", False):
                     raise
                 why = exc.reason
             self._reconnect(why)
@@ -223,14 +233,17 @@ class DaemonJobs:
         self.run._set(jobs_done=self.run.status.jobs_done + 1,
                       jobs_failed=self.run.status.jobs_failed + int(failed))
 
+    def _interrupted(self) -> DeviceError:
+        return DeviceError(self.run.device.name, f"interrupted; the jobs go on in the device's agent daemon: "
+                           f"collect them with `edgebench run --resume {self.run.store.run_id}`", kind="interrupted")
+
     def _reconnect(self, why: str) -> None:
         """Close the dead link and connect again: ``options.reconnect_attempts`` tries, the pause doubling
         from ``options.reconnect_backoff`` s (at most 30 s). Appends to ``status.reconnects``. Raises
         DeviceError kind "unreachable" when every try failed."""
         options, status, name = self.run.options, self.run.status, self.run.device.name
         if getattr(self.run, "stopping", False):  # Ctrl-C closed the link: no reconnect, the jobs go on
-            raise DeviceError(name, f"interrupted; the jobs go on in the device's agent daemon: collect them with "
-                              f"`edgebench run --resume {self.run.store.run_id}`", kind="interrupted")
+            raise self._interrupted()
         entry: dict[str, Any] = {"time": time.time(), "reason": why, "attempts": 0, "ok": False, "error": None}
         status.reconnects.append(entry)
         pause = options.reconnect_backoff
