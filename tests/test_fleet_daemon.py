@@ -445,3 +445,32 @@ def test_ctrl_c_on_a_daemon_run_does_not_reconnect_and_the_jobs_go_on(daemon_fle
     wait_for(lambda: journaled(workdir) == 4, 120, "the daemon to finish the run's jobs")
     status = daemon_client.request(str(workdir), {"op": "status"})
     assert status["queued"] == [] and status["running"] is None
+
+
+def test_two_controllers_creating_the_same_workdir_at_once_both_succeed(daemon_fleet, tmp_path):
+    """SFTP mkdir of a folder another controller made a moment earlier says only "Failure": the transport
+    must look again rather than fail the device (seen once with two controllers on one fresh device)."""
+    from controller.fleet.inventory import load as load_inventory
+    from controller.fleet.transport import open_transport
+
+    device = load_inventory(str(daemon_fleet["inventory"])).get("dd-1")
+    target = tmp_path / "race" / "a" / "b" / "c"
+    errors: list = []
+    barrier = threading.Barrier(6)
+
+    def make() -> None:
+        transport = open_transport(device)
+        try:
+            barrier.wait(timeout=60)
+            transport.makedirs(str(target))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+        finally:
+            transport.close()
+
+    threads = [threading.Thread(target=make) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == [] and target.is_dir()
