@@ -96,15 +96,31 @@ def daemon_fleet(sshd_factory, ssh_key, tmp_path):
              "inventory": write_inventory(tmp_path / "devices.yaml", entries), "entries": entries}
     yield fleet
     for workdir in workdirs.values():
-        pid = daemon_pid(workdir)
-        if pid is None:
-            continue
-        with contextlib.suppress(AgentError):
-            daemon_client.request(str(workdir), {"op": "stop"}, timeout=10)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).wait(timeout=30)
+        stop_daemon(workdir)
     for server in servers:
         server.stop()
+
+
+def stop_daemon(workdir: Path) -> None:
+    """Stop the daemon of ``workdir`` (started by a run of this test): ask it; if it does not answer, end
+    the pid its pid file names — only when that process is a daemon of this very workdir."""
+    pid = daemon_pid(workdir)
+    if pid is not None:
+        with contextlib.suppress(AgentError):
+            daemon_client.request(str(workdir), {"op": "stop"}, timeout=10)
+    else:
+        try:
+            pid = int((Path(workdir) / "daemon" / "daemon.pid").read_text().strip())
+            if str(workdir) not in " ".join(psutil.Process(pid).cmdline()):
+                return
+            psutil.Process(pid).terminate()
+        except (OSError, ValueError, psutil.NoSuchProcess):
+            return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        try:
+            psutil.Process(pid).wait(timeout=30)
+        except psutil.TimeoutExpired:
+            psutil.Process(pid).kill()
 
 
 def session_processes(server) -> list:
