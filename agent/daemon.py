@@ -80,6 +80,7 @@ class Daemon(Requests):
         self.current: dict | None = None  #: {"id", "started", "worker_pid", "cancel"} of the running job
         self.waiting_for_lock: str | None = None
         self.problem: str | None = None
+        self.last_ended: float | None = None  #: when the last job's worker ended (for the next one's cooldown)
 
     # ---- life cycle -------------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -209,6 +210,7 @@ class Daemon(Requests):
             return
         try:
             spec = JobSpec.from_dict(record["spec"])
+            self._cool_down(spec.cooldown)
             runner = RunnerOptions(python=self.options.runner.python, extra_env=self.options.runner.extra_env,
                                    tmp_root=str(self.store.scratch), on_start=self._on_start,
                                    pass_fds=(lock.fileno(),))
@@ -235,6 +237,13 @@ class Daemon(Requests):
                 self.problem = None
                 log.info("job %s: %s (cursor %d)", job_id, doc["status"], cursor)
             self.current = None  # in the same critical section: status never shows a journaled job running
+            self.last_ended = ended
+
+    def _cool_down(self, seconds: float) -> None:
+        """The job's ``cooldown`` after the previous job ended (as ``agent batch`` pauses between jobs)."""
+        remaining = self.last_ended + seconds - time.time() if self.last_ended else 0.0
+        if remaining > 0:
+            self._pause(remaining)
 
     def _pause(self, seconds: float) -> None:
         with self.cond:
@@ -270,8 +279,10 @@ class Daemon(Requests):
                 self.waiting_for_lock = None
 
     def _on_start(self, pid: int) -> None:
-        started = time.time()
+        """A worker of the current job started (one per repeat): record its pid; ``started`` stays the
+        first worker's start, so the job's window covers all of its repeats."""
         with self.cond:
+            started = self.current["started"] or time.time()
             self.current.update(worker_pid=pid, started=started)
             self.store.mark_running(self.current["id"], pid, started)
             if self.current["cancel"] or self.stopping:

@@ -6,7 +6,7 @@ refusal is ``{"error": {"kind": "usage" | "busy" | "internal", "message": ...}}`
 matching AgentError here. The socket is ``<workdir>/daemon/daemon.sock``; nothing listens on the network.
 
 ``python -m agent daemon-client --workdir W status | submit JOBS.json | result [JOB] [--since N] |
-cancel JOB | watch [--since N] [--ids a,b | --prefix P] | stop`` prints the answer as JSON (one line per event for
+cancel JOB | watch [--since N] [--ids a,b | --prefix P] | forget (--ids a,b | --prefix P) | stop`` prints the answer as JSON (one line per event for
 ``watch``). Standard library only.
 """
 
@@ -156,6 +156,10 @@ def add_arguments(parser) -> None:
     watch.add_argument("--prefix", help="wait for every job the daemon knows whose id starts with this (a fleet "
                        "run's jobs: '<run-id>.')")
     watch.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeat lines (10)")
+    forget = actions.add_parser("forget", help="delete the journal entries of finished jobs whose results were "
+                                "collected (the daemon then no longer knows them)")
+    forget.add_argument("--ids", help="comma-separated job ids")
+    forget.add_argument("--prefix", help="every finished job whose id starts with this")
     actions.add_parser("stop", help="stop the daemon: the running job is stopped and stays queued")
 
 
@@ -193,6 +197,10 @@ def run(args, out: Callable[[str], None]) -> int:
     message = {"op": args.action}
     if args.action == "cancel":
         message["id"] = args.job
+    if args.action == "forget":
+        if bool(args.ids) == bool(args.prefix):
+            raise UsageError("forget: give --ids or --prefix (not both)")
+        message.update({"ids": args.ids.split(",")} if args.ids else {"prefix": args.prefix})
     out(json.dumps(request(workdir, message)))
     return ExitCode.OK
 

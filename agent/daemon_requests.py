@@ -45,10 +45,10 @@ class Requests:
                     self._watch(conn, request)
                     return
                 handler = {"status": self._status, "submit": self._submit, "result": self._result,
-                           "cancel": self._cancel, "stop": self._stop}.get(op)
+                           "cancel": self._cancel, "forget": self._forget, "stop": self._stop}.get(op)
                 if handler is None:
                     raise UsageError(f"unknown request op {op!r}; known: status, submit, result, cancel, "
-                                     "watch, stop")
+                                     "forget, watch, stop")
                 send_line(conn, handler(request))
             except (BrokenPipeError, ConnectionResetError, socket.timeout):
                 pass  # the client went away: nothing to answer
@@ -174,6 +174,16 @@ class Requests:
             while self.store.state_of(job_id) != "finished" and time.monotonic() < deadline:
                 self.cond.wait(timeout=0.2)
             return {"id": job_id, "state": self.store.state_of(job_id), "cancelled": True}
+
+    def _forget(self, request: dict) -> dict:
+        """Delete the journal entries of finished jobs (``ids``, or every id starting with ``prefix``)."""
+        ids, prefix = request.get("ids"), request.get("prefix")
+        if (ids is None) == (not prefix) or not (ids is None or isinstance(ids, list)):
+            raise UsageError("forget needs 'ids' (a list) or 'prefix' (not both)")
+        with self.cond:
+            chosen = [str(j) for j in ids] if ids is not None else [j for j in self.store.finished
+                                                                    if j.startswith(str(prefix))]
+            return {"forgotten": self.store.forget(chosen), "cursor": self.store.cursor}
 
     def _stop(self, request: dict) -> dict:
         self.request_stop("stop request")

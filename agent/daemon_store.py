@@ -7,7 +7,8 @@ Layout under ``<workdir>/daemon/`` (mode 0700, owned by the daemon's user)::
   running/<id>.json               the job being measured {"id", "worker_pid", "started"}; written when its
                                   worker started, removed after the job is journaled
   journal/<cursor>.<id>.json      a finished job's result document (with a ``daemon`` key: cursor and
-                                  submitted / started / finished times); fsync'd BEFORE anyone is told
+                                  submitted / started / ended / journaled times); fsync'd BEFORE anyone is told
+  cursor.json                     the highest cursor given, written before entries are forgotten
   scratch/                        the workers' per-job scratch folders
 
 The cursor is the journal's sequence number (1, 2, ...); a reader asks for "everything after cursor N".
@@ -86,6 +87,7 @@ class DaemonStore:
         self.queued: dict[str, dict] = {}  #: id -> {"id", "seq", "submitted", "spec"}, submission order
         self.finished: dict[str, tuple[int, str]] = {}  #: id -> (cursor, journal file name)
         self._seq = 0
+        self._high_water = 0  #: highest cursor ever given (cursor.json once entries are forgotten)
 
     # ---- start-up ----------------------------------------------------------------------------------
     def open(self) -> list[str]:
@@ -97,6 +99,7 @@ class DaemonStore:
         for folder in (self.jobs, self.running, self.journal):
             for tmp in folder.glob(".*.tmp"):  # a write cut short by a crash
                 tmp.unlink(missing_ok=True)
+        self._high_water = int((_read(self.root / "cursor.json") or {}).get("cursor") or 0)
         for path in self.journal.glob("*.json"):
             match = _JOURNAL_NAME.match(path.name)
             if match:
@@ -188,8 +191,23 @@ class DaemonStore:
 
     @property
     def cursor(self) -> int:
-        """The journal's last cursor (0 when empty)."""
-        return max((c for c, _ in self.finished.values()), default=0)
+        """The journal's last cursor (0 when nothing was ever journaled); never goes back, also after
+        entries were forgotten, so a reader's "after cursor N" stays right."""
+        return max([self._high_water] + [c for c, _ in self.finished.values()])
+
+    def forget(self, job_ids: list[str]) -> list[str]:
+        """Delete the journal entries of the finished jobs among ``job_ids`` (their results were collected);
+        return those ids. The daemon no longer knows them: submitting one again measures it again."""
+        gone = [j for j in job_ids if j in self.finished]
+        if not gone:
+            return []
+        self._high_water = self.cursor
+        write_durable(self.root / "cursor.json", {"cursor": self._high_water})  # before any entry goes
+        for job_id in gone:
+            _, name = self.finished.pop(job_id)
+            (self.journal / name).unlink(missing_ok=True)
+        _fsync_dir(self.journal)
+        return gone
 
     def journal_path(self, job_id: str) -> Path | None:
         entry = self.finished.get(job_id)

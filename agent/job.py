@@ -57,6 +57,11 @@ class JobSpec:
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def device_seconds(self, grace: float = 30.0) -> float:
+        """The longest this job may take on a device: each of its ``repeat`` workers up to ``timeout`` plus
+        ``grace``, with a ``cooldown`` before each (the bound a controller waits for it)."""
+        return self.repeat * (self.timeout + grace + self.cooldown)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

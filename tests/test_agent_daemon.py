@@ -361,3 +361,34 @@ def test_garbage_on_the_socket_is_refused_and_the_daemon_lives_on(tmp_path, agen
             answer = json.loads(sock.makefile("rb").readline())
         assert answer["error"]["kind"] == "usage", answer
     assert daemon.status()["daemon"]["pid"] == daemon.proc.pid
+
+
+def test_forget_drops_collected_entries_and_the_cursor_never_goes_back(test_models, tmp_path, agent_daemon):
+    daemon = agent_daemon(tmp_path)
+    daemon.submit([job(test_models["float32"], "r1.a"), job(test_models["float32"], "r1.b"),
+                   job(test_models["float32"], "r2.a")])
+    daemon.watch(["r1.a", "r1.b", "r2.a"])
+    forgot = json.loads(daemon.client("forget", "--prefix", "r1.").stdout)
+    assert sorted(forgot["forgotten"]) == ["r1.a", "r1.b"] and forgot["cursor"] == 3
+    assert [p.name for p in journal_files(tmp_path)] == ["00000003.r2.a.json"]
+    assert daemon.client("result", "r1.a").returncode == ExitCode.USAGE  # no longer known
+    assert json.loads(daemon.client("forget", "--ids", "r2.a").stdout)["forgotten"] == ["r2.a"]
+    daemon.sigkill()
+    restarted = agent_daemon(tmp_path)
+    assert restarted.status()["cursor"] == 3  # from cursor.json: no cursor is given twice
+    restarted.submit([job(test_models["float32"], "r3.a")])
+    assert [e["cursor"] for e in restarted.watch(["r3.a"])] == [4]
+    assert restarted.client("forget", "--ids", "x", "--prefix", "y").returncode == ExitCode.USAGE
+
+
+def test_repeats_and_cooldown_are_honoured_as_in_a_batch(test_models, tmp_path, agent_daemon):
+    """repeat 2 = two workers combined into one document whose window covers both; cooldown pauses before
+    each worker but the first and between jobs."""
+    daemon = agent_daemon(tmp_path)
+    settings = dict(QUICK, repeat=2, cooldown=0.4)
+    daemon.submit([job(test_models["float32"], "a", **settings), job(test_models["float32"], "b", **settings)])
+    first, second = (read_json(e["file"]) for e in daemon.watch(["a", "b"]))
+    assert [len(d["processes"]) for d in (first, second)] == [2, 2]
+    assert len({p["pid"] for p in first["processes"]}) == 2
+    assert first["daemon"]["ended"] - first["daemon"]["started"] >= 0.4  # both workers, with the pause between
+    assert second["daemon"]["started"] - first["daemon"]["ended"] >= 0.4 - 0.05

@@ -61,6 +61,11 @@ def journal(workdir: Path) -> list:
     return sorted(p.name for p in (Path(workdir) / "daemon" / "journal").glob("*.json"))
 
 
+def journaled(workdir: Path) -> int:
+    """How many results the device's daemon ever journaled (its cursor; also counts forgotten entries)."""
+    return daemon_client.request(str(workdir), {"op": "status"}, timeout=10)["cursor"]
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,15 +96,31 @@ def daemon_fleet(sshd_factory, ssh_key, tmp_path):
              "inventory": write_inventory(tmp_path / "devices.yaml", entries), "entries": entries}
     yield fleet
     for workdir in workdirs.values():
-        pid = daemon_pid(workdir)
-        if pid is None:
-            continue
-        with contextlib.suppress(AgentError):
-            daemon_client.request(str(workdir), {"op": "stop"}, timeout=10)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).wait(timeout=30)
+        stop_daemon(workdir)
     for server in servers:
         server.stop()
+
+
+def stop_daemon(workdir: Path) -> None:
+    """Stop the daemon of ``workdir`` (started by a run of this test): ask it; if it does not answer, end
+    the pid its pid file names — only when that process is a daemon of this very workdir."""
+    pid = daemon_pid(workdir)
+    if pid is not None:
+        with contextlib.suppress(AgentError):
+            daemon_client.request(str(workdir), {"op": "stop"}, timeout=10)
+    else:
+        try:
+            pid = int((Path(workdir) / "daemon" / "daemon.pid").read_text().strip())
+            if str(workdir) not in " ".join(psutil.Process(pid).cmdline()):
+                return
+            psutil.Process(pid).terminate()
+        except (OSError, ValueError, psutil.NoSuchProcess):
+            return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        try:
+            psutil.Process(pid).wait(timeout=30)
+        except psutil.TimeoutExpired:
+            psutil.Process(pid).kill()
 
 
 def session_processes(server) -> list:
@@ -129,7 +150,7 @@ def test_a_daemon_device_runs_its_jobs_through_the_daemon(daemon_fleet, test_mod
     assert len(list((Path(doc["run_dir"]) / "outputs" / "dd-0").glob("*.npz"))) == 2
     workdir = daemon_fleet["workdirs"]["dd-0"]
     run_id = doc["run_id"]
-    assert [n.split(".", 2)[1] for n in journal(workdir)] == [run_id] * 2
+    assert journaled(workdir) == 2 and journal(workdir) == []  # measured once each, forgotten once home
     rows = rows_by_device(doc)["dd-0"]
     assert sorted(r["status"] for r in rows) == ["ok", "ok"]
     stored = json.loads(next((Path(doc["run_dir"]) / "results" / "dd-0").glob("*.json")).read_text())
@@ -189,7 +210,7 @@ def test_a_link_cut_mid_run_loses_and_doubles_nothing(daemon_fleet, test_models,
     for name in ("dd-0", "dd-1", "dd-2"):
         assert sorted(r["job_id"] for r in rows[name]) == sorted({r["job_id"] for r in rows[name]})  # no double
         assert [r["status"] for r in rows[name]] == ["ok"] * 4, rows[name]
-    assert len(journal(workdir)) == 4  # each job measured once on the device
+    assert journaled(workdir) == 4 and journal(workdir) == []  # each job measured once on the device
     assert daemon_pid(workdir) == cut["daemon_pid"]  # the same daemon went on through the cut
     devices = json.loads((Path(doc["run_dir"]) / "run.json").read_text())["devices"]
     reconnects = devices["dd-1"]["reconnects"]
@@ -230,7 +251,7 @@ def test_a_daemon_sigkilled_mid_run_is_restarted_and_its_running_job_reported_cr
     crashed_id = killed["job"].split(".", 1)[1]
     assert statuses.pop(crashed_id) == ("crashed", "daemon_died")
     assert list(statuses.values()) == [("ok", None)] * 3 and len(rows["dd-0"]) == 4
-    assert len(journal(workdir)) == 4
+    assert journaled(workdir) == 4
     new_pid = daemon_pid(workdir)
     assert new_pid and new_pid != killed["pid"]
     device = json.loads((Path(doc["run_dir"]) / "run.json").read_text())["devices"]["dd-0"]
@@ -249,8 +270,10 @@ def test_two_controllers_on_one_daemon_device_never_measure_at_once(daemon_fleet
     docs = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
-        docs.append(json.loads(out))
+        doc = json.loads(out)
+        assert proc.returncode == 0, (err[-2000:], [(r["status"], r["error"]) for r in doc["results"]],
+                                      {n: d.get("reason") for n, d in doc["devices"].items()})
+        docs.append(doc)
     assert docs[0]["run_id"] != docs[1]["run_id"]
     windows = []
     for doc in docs:
@@ -261,7 +284,7 @@ def test_two_controllers_on_one_daemon_device_never_measure_at_once(daemon_fleet
     windows.sort()
     assert len(windows) == 4
     assert [(a, b) for a, b in zip(windows, windows[1:]) if b[0] < a[1]] == []
-    assert len(journal(daemon_fleet["workdirs"]["dd-2"])) == 4
+    assert journaled(daemon_fleet["workdirs"]["dd-2"]) == 4
 
 
 def test_the_devices_table_says_the_heartbeat_in_words():
@@ -408,3 +431,62 @@ def test_a_controller_killed_mid_run_loses_nothing_on_a_daemon_device(daemon_fle
     assert len(jobs) == 4 and sorted(docs) == sorted(j["id"] for j in jobs)
     assert [d["status"] for d in docs.values()] == ["ok"] * 4
     assert len(journal(workdir)) == 4 and daemon_pid(workdir) == pid
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_daemon_run_does_not_reconnect_and_the_jobs_go_on(daemon_fleet, test_models, tmp_path):
+    """SIGINT to `edgebench run` while dd-0 measures: exit 130 at once (no reconnect loop), the device is
+    `interrupted` naming --resume, and the daemon finishes the run's jobs anyway."""
+    workdir = daemon_fleet["workdirs"]["dd-0"]
+    models = [str(test_models[n]) for n in ("float32", "int8_io", "two_outputs", "fp16")]
+    controller = subprocess.Popen([sys.executable, "-m", "controller", "run", *models, "--devices",
+                                   str(daemon_fleet["inventory"]), "--device", "dd-0", "--out", str(tmp_path / "out"),
+                                   "--json", *STEADY], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(journal(workdir)) >= 1, 120, "dd-0's first result")
+        controller.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        controller.communicate(timeout=60)
+        assert controller.returncode == 130
+        assert time.monotonic() - start < 20  # no reconnect attempts (they would pause 1 + 2 + 4 + ... s)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait(timeout=30)
+    (run_dir,) = [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]  # not .history/
+    device = json.loads((run_dir / "run.json").read_text())["devices"]["dd-0"]
+    assert device["reconnects"] == [] and device["kind"] == "interrupted"  # recorded, not lost mid-reconnect
+    assert f"--resume {run_dir.name}" in device["reason"]
+    wait_for(lambda: journaled(workdir) == 4, 120, "the daemon to finish the run's jobs")
+    status = daemon_client.request(str(workdir), {"op": "status"})
+    assert status["queued"] == [] and status["running"] is None
+
+
+def test_two_controllers_creating_the_same_workdir_at_once_both_succeed(daemon_fleet, tmp_path):
+    """SFTP mkdir of a folder another controller made a moment earlier says only "Failure": the transport
+    must look again rather than fail the device (seen once with two controllers on one fresh device)."""
+    from controller.fleet.inventory import load as load_inventory
+    from controller.fleet.transport import open_transport
+
+    device = load_inventory(str(daemon_fleet["inventory"])).get("dd-1")
+    target = tmp_path / "race" / "a" / "b" / "c"
+    errors: list = []
+    barrier = threading.Barrier(6)
+
+    def make() -> None:
+        transport = open_transport(device)
+        try:
+            barrier.wait(timeout=60)
+            transport.makedirs(str(target))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+        finally:
+            transport.close()
+
+    threads = [threading.Thread(target=make) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == [] and target.is_dir()

@@ -9,6 +9,7 @@ on the device (``agent/daemon.py``) and the controller follows the daemon's jour
    runs); an id the daemon knows is not queued again, so submitting again after a reconnect is safe;
 3. ``daemon-client watch --prefix <run-id>.`` prints a line per finished job; each result document is
    fetched from the journal as its line arrives (a job fetched once is never fetched or stored again);
+   once all are home, ``daemon-client forget --prefix <run-id>.`` keeps the journal from growing;
 4. when the link drops (or the daemon dies) the jobs go on, on the device; the controller reconnects
    with a growing pause, a bounded number of times, submits again (a no-op for known ids) and watches
    again. Each reconnect is recorded in ``run.json`` (the device's ``reconnects``). If the device stays
@@ -29,12 +30,14 @@ import time
 from typing import Any
 
 from agent.errors import ExitCode as AgentExit
+from agent.job import JobSpec
 from controller.errors import DeviceError
 from controller.fleet.daemon_unit import link_current
 
 log = logging.getLogger(__name__)
 
 LINK_KINDS = ("unreachable", "timeout")  #: DeviceError kinds that mean "the link dropped": reconnect
+MAX_ROUNDS = 20  #: watches a run may lose (plus one per job) before the device is given up
 HEARTBEAT_SECONDS = 5.0  #: the watch prints a heartbeat this often (keeps the link heard, shows the queue)
 _RESTART_WAIT_S = 30.0
 
@@ -126,33 +129,46 @@ class DaemonJobs:
     # ---- following the journal -------------------------------------------------------------------------------
     def collect(self, run_dir: str) -> None:
         """Ensure, submit, then watch and fetch until every job of the run is home, reconnecting after a
-        dropped link. Raises DeviceError when the link cannot be brought back."""
-        self.ensure()
-        ahead = self._ahead_of_us()
+        dropped link. Raises DeviceError when the link cannot be brought back, kind "interrupted" (whatever
+        broke) once Ctrl-C / SIGTERM closed the link: the jobs go on in the daemon."""
+        try:
+            self._collect(run_dir)
+        except Exception as exc:
+            if getattr(self.run, "stopping", False) and not (isinstance(exc, DeviceError)
+                                                              and exc.kind == "interrupted"):
+                raise self._interrupted() from exc
+            raise
+
+    def _collect(self, run_dir: str) -> None:
+        ahead = self._ahead_of_us(self.ensure())
         self.submit(run_dir)
-        while True:
+        # Bounded: each round either finishes, or follows a dropped link / a dead daemon (which costs at
+        # most the job it was measuring); a link that keeps dropping ends the device after this many rounds.
+        rounds = MAX_ROUNDS + len(self.run.jobs)
+        for _ in range(rounds):
             try:
                 why = self._watch(ahead)
                 if why is None:
+                    self._forget()
                     return
             except DeviceError as exc:
-                if exc.kind not in LINK_KINDS:
+                if exc.kind not in LINK_KINDS or getattr(self.run, "stopping", False):
                     raise
                 why = exc.reason
             self._reconnect(why)
             self.ensure()
             self.submit(run_dir)
+        raise DeviceError(self.run.device.name, f"gave up after {rounds} dropped watches (last: {why}); the jobs go "
+                          f"on in the device's agent daemon: collect them with `edgebench run --resume "
+                          f"{self.run.store.run_id}`", kind="unreachable")
 
-    def _ahead_of_us(self) -> int:
-        status = self.run.status
-        result = self.client("status")
-        if result.exit_code != 0:
-            return 0
-        answer = json.loads(result.stdout)
-        ours = self.prefix
-        queued = [j for j in answer.get("queued") or [] if not j.startswith(ours)]
-        status.daemon_queue_ahead = len(queued) + (1 if answer.get("running") else 0)
-        return status.daemon_queue_ahead
+    def _ahead_of_us(self, answer: dict[str, Any]) -> int:
+        """Jobs of others queued or running on the daemon (from its status): they bound our wait too."""
+        queued = [j for j in answer.get("queued") or [] if not j.startswith(self.prefix)]
+        running = answer.get("running") or {}
+        busy = 1 if running and not str(running.get("id", "")).startswith(self.prefix) else 0
+        self.run.status.daemon_queue_ahead = len(queued) + busy
+        return self.run.status.daemon_queue_ahead
 
     def _watch(self, ahead: int) -> str | None:
         """One ``watch`` until the run's jobs are all journaled: None when complete, else why it ended."""
@@ -160,7 +176,7 @@ class DaemonJobs:
         if not pending:
             return None
         options = self.run.options
-        deadline = (ahead + len(pending)) * (options.job.timeout + 30) + self._lock_timeout() + 60
+        deadline = (ahead + len(pending)) * options.job.device_seconds() + self._lock_timeout() + 60
         self.run._set(state="running", detail=f"daemon: {len(pending)} job(s) queued")
         start = time.monotonic()
         result = self.client("watch", "--prefix", self.prefix, "--heartbeat", f"{HEARTBEAT_SECONDS:g}",
@@ -176,6 +192,14 @@ class DaemonJobs:
         if result.exit_code < 0:  # the channel closed without an exit status: the session was cut
             return "the SSH session was lost while watching the daemon (no exit status)"
         return f"the watch ended early (exit {result.exit_code}): {result.stderr.strip()[-300:]}"
+
+    def _forget(self) -> None:
+        """Every result of the run is home (in the run folder): drop them from the device's journal so it
+        does not grow run after run. A failure here costs disk space only: logged, not fatal."""
+        result = self.client("forget", "--prefix", self.prefix)
+        if not result.ok:
+            log.warning("%s: the daemon's journal entries of this run stay (forget failed: %s)",
+                        self.run.device.name, result.stderr.strip()[-300:])
 
     def _lock_timeout(self) -> float:
         value = self.run.options.lock_timeout
@@ -209,14 +233,17 @@ class DaemonJobs:
         self.run._set(jobs_done=self.run.status.jobs_done + 1,
                       jobs_failed=self.run.status.jobs_failed + int(failed))
 
+    def _interrupted(self) -> DeviceError:
+        return DeviceError(self.run.device.name, f"interrupted; the jobs go on in the device's agent daemon: "
+                           f"collect them with `edgebench run --resume {self.run.store.run_id}`", kind="interrupted")
+
     def _reconnect(self, why: str) -> None:
         """Close the dead link and connect again: ``options.reconnect_attempts`` tries, the pause doubling
         from ``options.reconnect_backoff`` s (at most 30 s). Appends to ``status.reconnects``. Raises
         DeviceError kind "unreachable" when every try failed."""
         options, status, name = self.run.options, self.run.status, self.run.device.name
         if getattr(self.run, "stopping", False):  # Ctrl-C closed the link: no reconnect, the jobs go on
-            raise DeviceError(name, f"interrupted; the jobs go on in the device's agent daemon: collect them with "
-                              f"`edgebench run --resume {self.run.store.run_id}`", kind="interrupted")
+            raise self._interrupted()
         entry: dict[str, Any] = {"time": time.time(), "reason": why, "attempts": 0, "ok": False, "error": None}
         status.reconnects.append(entry)
         pause = options.reconnect_backoff
@@ -281,7 +308,7 @@ def collect_journal(session: Any, run_id: str, lock_timeout: float) -> tuple[lis
         with open(local, encoding="utf-8") as fh:
             jobs = json.load(fh)
         detach(session)
-        deadline = lock_timeout + sum(float(j.get("timeout") or 0) + 30 for j in jobs) + 60
+        deadline = lock_timeout + sum(JobSpec.from_dict(j).device_seconds() for j in jobs) + 60
         docs: dict[str, dict] = {}
 
         def on_line(line: str) -> None:

@@ -243,9 +243,7 @@ class DeviceRun(DeviceSession):
         if self.options.shuffle_seed is not None:
             argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
         # Each job is bounded by its own worker deadlines on the device (one per repeat); the batch by their sum.
-        job = self.options.job
-        per_job = job.repeat * (job.timeout + 30) + job.repeat * job.cooldown
-        deadline = lock_timeout + len(self.jobs) * per_job + 60
+        deadline = lock_timeout + len(self.jobs) * self.options.job.device_seconds() + 60
         self._set(state="running", detail="waiting for the device lock",
                   round_trips_before_measuring=self.t.round_trips + 1)
         start = time.monotonic()

@@ -376,8 +376,11 @@ class SSHTransport(Transport):
             try:
                 attrs = self._sftp_call(f"stat of {path}", "stat", path)
             except FileNotFoundError:
-                self._sftp_call(f"mkdir {path}", "mkdir", path)
-                continue
+                try:
+                    self._sftp_call(f"mkdir {path}", "mkdir", path)
+                    continue
+                except DeviceError:  # SFTP says only "Failure": another controller may have made it just now
+                    attrs = self._sftp_call(f"stat of {path}", "stat", path)
             if not stat.S_ISDIR(attrs.st_mode):
                 raise DeviceError(self.device.name, f"{path} exists and is not a directory", kind="workdir")
 
