@@ -16,7 +16,7 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
-from agent.job import RUNTIME_CHOICES, JobSpec
+from agent.job import MAX_THREADS, RUNTIME_CHOICES, JobSpec
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("model", metavar="MODEL.tflite")
     d = JobSpec(model="")  # one source for the measurement defaults (the controller's `run` uses it too)
-    run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads (default {d.threads})")
+    run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads, 1 to {MAX_THREADS} (default {d.threads})")
     run.add_argument("--runs", type=int, default=d.runs, help=f"at least this many timed runs ({d.runs})")
     run.add_argument("--warmup", type=int, default=d.warmup, help=f"at least this many warmup runs ({d.warmup})")
     run.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                      help="which runtime measures (auto: ai-edge-litert, then tflite-runtime, then tensorflow)")
     run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
-    run.add_argument("--timeout", type=float, default=600.0, help="deadline of the worker, seconds (600)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
+    run.add_argument("--timeout", type=float, default=d.timeout, help=f"deadline of the worker, seconds ({d.timeout:g})")
+    run.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs ({d.seed}; 0 to 2^32-1)")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
 
     info = sub.add_parser("info", help="this device's environment and every runtime it can load")
@@ -111,12 +111,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from agent import runtimes
     from agent.job import JobSpec
+    from agent.regular_file import NotRegularFile, check_regular
     from agent.runner import run_job
     from agent.summary import job_summary
 
     for label, path in (("model", args.model), ("--inputs", args.inputs)):
-        if path is not None and not Path(path).is_file():
-            raise UsageError(f"{label} file {path} does not exist")
+        try:
+            if path is not None:
+                check_regular(path)
+        except NotRegularFile as exc:
+            raise UsageError(f"{label} file {exc}") from None
     runtimes.choose(args.runtime)  # NoRuntimeError (exit 3) before starting a worker
     spec = JobSpec(model=str(Path(args.model).resolve()), id=Path(args.model).stem, threads=args.threads,
                    runtime=args.runtime, xnnpack=not args.no_xnnpack, warmup=args.warmup,
@@ -155,6 +159,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
+    from agent.job import check_seconds
+
+    check_seconds("--lock-timeout", args.lock_timeout)
+    check_seconds("--cooldown", args.cooldown)
     if args.stop_on_stdin_eof:
         _watch_stdin()
     options = BatchOptions(jobs_file=args.jobs, out_dir=args.out, lock=args.lock,

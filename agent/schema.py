@@ -17,14 +17,15 @@ STATUSES = ("ok", "error", "timeout", "crashed")
 TOP_LEVEL_KEYS = ("schema_version", "status", "error", "job", "model", "runtime", "timing", "memory", "env")
 
 # error.kind values the agent produces (consumers may see others later; treat unknown as generic):
-#   "not_a_model"       file is not a TFLite flatbuffer / is truncated
+#   "not_a_model"       file is not a TFLite flatbuffer / is truncated / names a tensor in invalid UTF-8 /
+#                       is not a regular file (a directory, FIFO, device: "is a FIFO ..., not a regular file")
 #   "unresolved_op"     custom op the runtime does not have
 #   "flex_op"           Select-TF (Flex) op; needs the TensorFlow runtime or the flex delegate
 #   "dynamic_shape"     an input has unknown dimensions; give --input-shape NAME=d1,d2,...
 #   "bad_inputs"        --inputs file does not match the model's inputs
 #   "unsupported_op"    a builtin op (or op version) the runtime is too old for; use a newer runtime
 #   "no_runtime"        the runtime asked for cannot be imported on this device
-#   "missing_model"     the model file does not exist / cannot be read
+#   "missing_model"     the model file does not exist / is not readable (permission) / is a symlink loop
 #   "internal"          a bug in the agent (the message holds the traceback's last line)
 #   "runtime_error"     anything else the runtime raised
 #   "signal"            worker killed by a signal (status "crashed")
