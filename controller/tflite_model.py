@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.regular_file import NotRegularFile, open_regular
 from controller.errors import InputError
 
 FILE_IDENTIFIER = b"TFL3"
@@ -326,7 +327,11 @@ class _Table:
             return None
         length = _unpack(self.buf, "<I", at)
         raw = _slice(self.buf, at + 4, length)
-        return raw.decode("utf-8", errors="replace")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # The runtimes decode names strictly (and fail with an 'internal' UnicodeDecodeError): refuse here.
+            raise _Truncated(f"a name at byte {at} is not valid UTF-8 ({raw[:40]!r})") from None
 
     def table(self, index: int) -> _Table | None:
         at = self._indirect(index)
@@ -393,11 +398,11 @@ def read_model(path: str | Path) -> ModelInfo:
     """
     p = Path(path)
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file; give the path of a .tflite model") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a folder, not a .tflite file") from None
+        with open_regular(p) as f:  # a FIFO or /dev/zero: refused at once, not read forever
+            data = f.read()
+    except NotRegularFile as exc:
+        hint = "give the path of a .tflite model" if exc.missing or exc.not_regular else "check its permissions"
+        raise InputError(f"{exc}; {hint}") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot read it ({exc.strerror})") from exc
     try:
