@@ -94,7 +94,7 @@ def test_bad_defaults_and_top_level_keys_are_refused(tmp_path):
         load(write(tmp_path, "defaults:\n  workdirs: /x\ndevices:\n  - name: a\n"))
     with pytest.raises(ConfigError, match="unknown top-level key"):
         load(write(tmp_path, "device:\n  - name: a\n"))
-    with pytest.raises(ConfigError, match="no such devices file"):
+    with pytest.raises(ConfigError, match="missing.yaml does not exist; pass --devices FILE"):
         load(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(write(tmp_path, "devices: [\n"))
