@@ -8,6 +8,7 @@ import argparse
 from controller.inventory import add_selection_arguments
 
 CHECK_DEADLINE = 60.0
+MAX_CHECK_DEADLINE = 3600.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,12 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """List / check / trust; return 0, or 1 when some checked device is unreachable, 3 when none is."""
     import json
+    import math
     import sys
 
     from controller.errors import ExitCode, UsageError
     from controller.inventory import selected_devices
     from controller.report import console, devices_table
 
+    if not math.isfinite(args.timeout) or not 0 < args.timeout <= MAX_CHECK_DEADLINE:
+        raise UsageError(f"--timeout must be a number of seconds in (0, {MAX_CHECK_DEADLINE:g}], got {args.timeout}")
     inventory, devices = selected_devices(args)
     out = console()
     if args.trust:
@@ -82,10 +86,11 @@ def _describe(device) -> dict:
 def check_devices(devices, deadline: float) -> dict[str, dict]:
     """Contact each device in parallel (push the agent if absent, run ``agent info``); within
     ``deadline`` seconds each gives its facts or the reason it cannot be used."""
+    import logging
     import threading
     import time
 
-    from controller.errors import DeviceError
+    from controller.errors import DeviceError, EdgebenchError
     from controller.fleet import DeviceSession, agent_zipapp
 
     pyz = agent_zipapp()
@@ -100,6 +105,14 @@ def check_devices(devices, deadline: float) -> dict[str, dict]:
             info = session.info()
         except DeviceError as exc:
             checks[device.name] = {"reachable": False, "reason": exc.reason, "kind": exc.kind}
+            return
+        except EdgebenchError as exc:  # a config problem of this device (e.g. its known_hosts): its reason
+            checks[device.name] = {"reachable": False, "reason": str(exc), "kind": "config"}
+            return
+        except Exception as exc:  # a bug: this device's row says so at once (not "no answer within 60 s")
+            logging.getLogger("edgebench").exception("checking device %s failed", device.name)
+            checks[device.name] = {"reachable": False, "reason": f"internal error (a bug): {type(exc).__name__}: "
+                                   f"{exc}", "kind": "internal"}
             return
         finally:
             session.close()
