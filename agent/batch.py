@@ -11,12 +11,14 @@ import contextlib
 import json
 import random
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent.errors import UsageError
+from agent import disk_full
+from agent.errors import DiskFullError, UsageError
 from agent.job import JobSpec
 from agent.lock import DeviceLock
 from agent.runner import RunnerOptions, run_job
@@ -83,16 +85,42 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
 
 
 def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict], None]) -> list:
+    """Run ``order``; raise DiskFullError when the disk fills up (after emitting what was measured)."""
     docs = []
     for index, spec in enumerate(order):
         if index and options.cooldown > 0:
             time.sleep(options.cooldown)
         emit({"event": "start", "id": spec.id, "index": index, "total": len(order), "time": time.time()})
-        doc = run_job(spec, options.runner)
+        try:
+            doc = run_job(spec, options.runner)
+        except OSError as exc:  # the worker's scratch folder could not be made or written
+            if not disk_full.is_disk_full(exc):
+                raise
+            _disk_full(emit, exc.filename or options.runner.tmp_root or tempfile.gettempdir(), exc,
+                       "preparing the job", spec.id, None)
         doc["batch"] = {"index": index, "total": len(order), "shuffle_seed": options.shuffle_seed,
                         "cooldown_s": options.cooldown}
         path = out / f"{spec.id}.json"
-        write_json_atomic(path, doc)
+        try:
+            write_json_atomic(path, doc)
+        except OSError as exc:
+            if not disk_full.is_disk_full(exc):
+                raise
+            _disk_full(emit, path, exc, "writing the result document", spec.id, doc)
         docs.append(doc)
         emit({"event": "done", "id": spec.id, "status": doc["status"], "file": str(path), "time": time.time()})
     return docs
+
+
+def _disk_full(emit: Callable[[dict], None], path: object, exc: OSError, what: str, job_id: str,
+               doc: dict | None) -> None:
+    """Report a full disk and stop the batch. A document that was measured but could not be written goes
+    inline in its ``done`` event (``"file": null, "document": {...}``), so the controller keeps it; then
+    a ``disk_full`` event carries the message. Raises DiskFullError (exit 5)."""
+    text = disk_full.message(str(path), exc, what)
+    if doc is not None:
+        emit({"event": "done", "id": job_id, "status": doc["status"], "file": None, "document": doc,
+              "time": time.time()})
+    emit({"event": "disk_full", "id": job_id, "path": str(path), "free_kb": disk_full.free_kb(str(path)),
+          "message": text, "time": time.time()})
+    raise DiskFullError(text) from exc

@@ -24,6 +24,8 @@ EPILOG = """exit codes:
   2   usage error (bad arguments, missing file, bad job file)
   3   no TFLite runtime can be imported (or not the one asked for)
   4   the device lock could not be taken before its deadline
+  5   batch: the disk filled up; finished documents are kept (the last one inline in its "done" event),
+      the rest of the batch was not run
   70  internal error (a bug in the agent)
 """
 

@@ -4,6 +4,7 @@ History of SCHEMA_VERSION (readers refuse newer versions, migrate older ones):
   1 - first version: status, error, job, model, runtime, timing, memory, env (DESIGN.md).
 """
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ TOP_LEVEL_KEYS = ("schema_version", "status", "error", "job", "model", "runtime"
 #   "signal"            worker killed by a signal (status "crashed")
 #   "timeout"           worker passed its deadline (status "timeout")
 #   "worker_failed"     worker exited without writing a document
+#   "disk_full"         the device's disk filled up while the job wrote its outputs (message: free space, fix)
 
 TIMING_KEYS = ("init_ms", "first_inference_ms", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms",
                "p90_ms", "p99_ms", "warmup_count", "warmup_ms", "noisy", "stop_reason", "samples_us")
@@ -70,10 +72,19 @@ def set_error(doc: dict, status: str, kind: str, message: str, stderr_tail: str 
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
-    """Write ``doc`` as JSON to ``path`` via a temporary file and rename (readers never see half)."""
+    """Write ``doc`` as JSON to ``path`` via a temporary file and rename (readers never see half).
+
+    Raises OSError when it cannot be written (a full disk included); the temporary file is removed then,
+    so a failed write leaves nothing behind."""
+    text = json.dumps(doc, allow_nan=False, default=_jsonable)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, allow_nan=False, default=_jsonable))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _jsonable(value: Any) -> Any:

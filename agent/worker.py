@@ -18,6 +18,7 @@ Test hooks (honoured ONLY when the variable is set; never set by the agent itsel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from agent import measure, modelfile, probes, runtimes, schema
+from agent import disk_full, measure, modelfile, probes, runtimes, schema
 from agent.errors import JobFailed
 from agent.job import JobSpec
 
@@ -199,12 +200,16 @@ def _save_outputs(path: str, interpreter: Any, in_ios: list, out_ios: list, samp
         arrays[io["name"]] = tensors.real_values(raw, io)
         arrays[f"raw/{io['name']}"] = raw
     target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, target)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # never leave a half-written file behind
+        if disk_full.is_disk_full(exc):
+            raise JobFailed("disk_full", disk_full.message(target, exc, "writing the outputs to")) from exc
         raise JobFailed("bad_inputs", f"cannot write outputs to {path}: {exc}; give a writable path") from exc
     return str(target)
 
