@@ -21,9 +21,11 @@ from agent import disk_full
 from agent.errors import DiskFullError, UsageError
 from agent.job import JobSpec
 from agent.lock import DeviceLock
+from agent.regular_file import NotRegularFile, open_regular
 from agent.runner import RunnerOptions, run_job
 from agent.schema import write_json_atomic
 
+MAX_JOB_FILE_BYTES = 64 * 2**20  #: a job file is a few KiB per job
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -42,9 +44,16 @@ def load_jobs(path: str) -> list:
     """The JobSpecs of a job file (a JSON list of objects). Raises UsageError naming the file and the job
     when the file is unreadable, not a list, holds a bad job, or repeats an id."""
     try:
-        data = json.loads(Path(path).read_text())
+        with open_regular(path) as fh:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+    except NotRegularFile as exc:
+        raise UsageError(f"job file {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise UsageError(f"job file {path} is larger than {MAX_JOB_FILE_BYTES // 2**20} MiB; check the path")
+    try:
+        data = json.loads(raw)
     except ValueError as exc:
         raise UsageError(f"job file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, list):

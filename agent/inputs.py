@@ -66,7 +66,7 @@ def load_samples(path: str, ios: list[dict]) -> Samples:
     try:
         check_regular(path)  # a FIFO or /dev/zero would block or read forever in np.load
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise JobFailed("bad_inputs", f"cannot read inputs file {path}: {exc}; give a .npy or .npz "
                         "written by numpy") from exc
     if isinstance(loaded, np.ndarray):

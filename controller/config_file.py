@@ -14,6 +14,8 @@ from typing import Any
 from agent.regular_file import NotRegularFile, open_regular
 from controller.errors import ConfigError
 
+MAX_CONFIG_BYTES = 16 * 2**20  #: a fleet file this large is a wrong path (a disk image, a sparse file)
+
 
 class Marked(dict):
     """A mapping read from YAML: ``line`` is where it starts, ``lines[key]`` where each key is (1-based)."""
@@ -84,11 +86,14 @@ def read_text(path: str, what: str, hint: str) -> str:
     byte that is not UTF-8) when it is missing, no readable regular file, or not UTF-8."""
     try:
         with open_regular(path) as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except NotRegularFile as exc:
         raise ConfigError(f"{what} {exc}" + (f"; {hint}" if exc.missing else "")) from None
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a config file; "
+                          "check the path")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

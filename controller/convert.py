@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.regular_file import NotRegularFile, check_regular
 from controller import compat
 from controller import manifest as mf
 from controller.convert_data import (
@@ -119,9 +120,12 @@ class ConvertResult:
 
 def source_kind(src: Path) -> str:
     """``saved_model`` / ``keras`` / ``tflite`` for ``src``. Raises InputError naming it otherwise."""
-    if not src.exists():
-        raise InputError(f"{src}: no such file or folder; give a SavedModel folder, a .keras/.h5 file or "
-                         "an fp32 .tflite")
+    if not src.is_dir():
+        try:
+            check_regular(src)  # a FIFO would block the converter, /dev/zero be read forever
+        except NotRegularFile as exc:
+            raise InputError(f"{src} {exc.reason}; give a SavedModel folder, a .keras/.h5 file or an fp32 "
+                             ".tflite") from None
     if src.is_dir():
         if (src / "saved_model.pb").is_file() or (src / "saved_model.pbtxt").is_file():
             return "saved_model"

@@ -399,7 +399,9 @@ def read_model(path: str | Path) -> ModelInfo:
     p = Path(path)
     try:
         with open_regular(p) as f:  # a FIFO or /dev/zero: refused at once, not read forever
-            data = f.read()
+            head = f.read(8)
+            # Not a model: say so without reading (a huge sparse file) into memory first.
+            data = head + f.read() if head[4:8] == FILE_IDENTIFIER else head
     except NotRegularFile as exc:
         hint = "give the path of a .tflite model" if exc.missing or exc.not_regular else "check its permissions"
         raise InputError(f"{exc}; {hint}") from None
