@@ -6,7 +6,7 @@ AGENT_VENV := .venv-agent
 BIN := $(VENV)/bin
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: demo test bench agent models lint venv agent-venv wheels clean help
+.PHONY: demo test bench agent models lint venv agent-venv wheels clean help system-deps
 
 help:
 	@echo "make demo    - set up, then run the demo model family on the default fleet (devices.yaml)"
@@ -43,14 +43,19 @@ agent: dist/edgebench-agent.pyz
 demo: $(VENV)/.stamp dist/edgebench-agent.pyz
 	$(BIN)/edgebench run models/demo
 
-test: $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz
+# System packages the tests use (sshd, chromium, postgresql, qemu-user-static, debootstrap ...): installed
+# with apt-get when root, otherwise one line says what to install.
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: system-deps $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp $(AGENT_VENV)/.stamp dist/edgebench-agent.pyz
 	$(BIN)/python bench/run_all.py
 
 models: $(VENV)/.stamp
-	$(BIN)/python -m controller.demo_models models/demo
+	$(BIN)/python -m models.make_demo models/demo  # the demo-family maker lives outside the package
 
 lint: $(VENV)/.stamp
 	$(BIN)/ruff check agent controller tests bench

@@ -72,7 +72,7 @@ def naive_loop(servers, key: Path, known_hosts: Path, root: Path, pyz: str) -> f
 
 
 def main() -> int:
-    from controller.fleet import agent_zipapp
+    from controller.fleet.agent_build import agent_zipapp
 
     root = Path(tempfile.mkdtemp(prefix="edgebench-fleet-bench-"))
     key = keygen(root / "id_ed25519", "bench")

@@ -11,22 +11,35 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from controller import __version__
 from controller.errors import EdgebenchError, ExitCode
 
 COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap")
 
-EPILOG = """exit codes:
-  0  everything asked for succeeded
-  1  some jobs or devices failed (the others' results are kept)
-  2  usage or config error, bad input file (the message names the file and the fix)
-  3  no selected device was reachable
-  4  a tool edgebench drives failed (converter, quantizer) or an optional extra is missing
-  5  reserved for `edgebench nightly` (not built yet): a regression or drift flagged
-  130 interrupted (completed results are kept)
-"""
+
+def epilog() -> str:
+    """The exit-code table of ``--help``, from :class:`controller.errors.ExitCode` (one source)."""
+    lines = ["exit codes:"]
+    for code in sorted(ExitCode, key=int):
+        lines.append(f"  {int(code):<4}{EXIT_TEXT[code]}")
+    return "\n".join(lines) + "\n"
+
+
+EXIT_TEXT = {
+    ExitCode.OK: "everything asked for succeeded",
+    ExitCode.PARTIAL: "some jobs or devices failed (the others' results are kept)",
+    ExitCode.USAGE: "usage or config error, bad input file (the message names the file and the fix)",
+    ExitCode.NO_DEVICE: "no selected device was reachable",
+    ExitCode.TOOL: "a tool edgebench drives failed (converter, quantizer) or an optional extra is missing",
+    ExitCode.REGRESSION: "compare / nightly: a regression was found (nightly: confirmed by a re-measure)",
+    ExitCode.DRIFT: "run: a variant's outputs drifted from fp32 past --top1-drop / --min-cosine",
+    ExitCode.INTERNAL: "a bug in edgebench: one line says where the traceback was written",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (completed results are kept)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Which precision of which model runs best on which board - and is it still right? "
         "Convert a model into fp32/fp16/dynamic/int8 TFLite variants, run them on a fleet of devices "
         "over SSH, and compare speed, memory, size and accuracy drift.",
-        epilog=EPILOG,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgebench {__version__}")
@@ -58,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return int(ExitCode.USAGE)
+    previous = _sigterm_unwinds()
     try:
         return int(args.func(args))
     except EdgebenchError as exc:
@@ -66,6 +80,49 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edgebench {args.command}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in a file
+        where = _save_traceback(args.command)
+        print(f"edgebench {args.command}: internal error ({type(exc).__name__}: {exc}); this is a bug in "
+              f"edgebench, the traceback is in {where}", file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_unwinds():
+    """SIGTERM unwinds like Ctrl-C (results kept, exit 130). Returns the previous handler, or None when
+    not on the main thread (a handler cannot be set there)."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, on_term)
+
+
+def _save_traceback(command: str) -> str:
+    """Write the current exception's traceback to a new file under the cache folder; return its path
+    (or a note that it went to stderr when no file could be written)."""
+    import datetime
+    import os
+    import tempfile
+    import traceback
+
+    text = f"edgebench {__version__} {command}\n{traceback.format_exc()}"
+    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
+                          "crashes")
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=folder, prefix=f"{stamp}-{command}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return path
+    except OSError:
+        sys.stderr.write(text)
+        return "the output above (no file could be written)"
 
 
 if __name__ == "__main__":  # pragma: no cover

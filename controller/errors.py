@@ -15,9 +15,10 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: bad command line, bad devices.yaml, bad input file (model, data, manifest)
     NO_DEVICE = 3  #: no selected device was reachable
     TOOL = 4  #: a tool edgebench drives failed (converter, quantizer) or an optional extra is missing
-    REGRESSION = 5  #: reserved for `edgebench nightly` (not built yet): a regression or drift flagged
-    INTERRUPTED = 130  #: Ctrl-C; completed results are kept
-    INTERNAL = 70  #: a bug in edgebench
+    REGRESSION = 5  #: compare / nightly: a (confirmed) regression
+    DRIFT = 6  #: run: a variant's outputs drifted from fp32 past the thresholds (--top1-drop, --min-cosine)
+    INTERNAL = 70  #: a bug in edgebench; the message says where the traceback was written
+    INTERRUPTED = 130  #: Ctrl-C or SIGTERM; completed results are kept
 
 
 class EdgebenchError(Exception):
@@ -61,6 +62,7 @@ class DeviceError(EdgebenchError):
         self.device = device
         self.reason = message
         self.kind = kind
+        self.value: object = None  #: what the device had done when it failed (e.g. its run status)
 
 
 class HostKeyError(DeviceError):

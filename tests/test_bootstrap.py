@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.bootstrap import wheel_fits
 from controller.cli import main
+from controller.fleet.bootstrap import wheel_fits
 from tests.fixtures_fleet import write_inventory
 
 REPO = Path(__file__).resolve().parent.parent

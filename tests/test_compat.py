@@ -1,4 +1,4 @@
-"""controller.compat.check agrees with what the installed runtimes really do with real files."""
+"""controller.model.compat.check agrees with what the installed runtimes really do with real files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from controller.compat import check, parse_version, tf_equivalent
 from controller.errors import InputError, UsageError
+from controller.model.compat import check, parse_version, tf_equivalent
 from tests import modelgen
 from tests.test_inspect_reader import _patched_model
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller import manifest as mf
-from controller.compat import check
-from controller.tflite_model import read_model
+from controller.model.compat import check
+from controller.model.reader import read_model
+from controller.variants import manifest as mf
 from tests.fixtures_convert import results
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller import manifest as mf
 from controller.cli import main
+from controller.variants import manifest as mf
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""controller.manifest: write/load round trip, and clear refusals of bad manifests."""
+"""controller.variants.manifest: write/load round trip, and clear refusals of bad manifests."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from controller import manifest as mf
 from controller.errors import InputError
-from controller.tflite_model import read_model
+from controller.model.reader import read_model
+from controller.variants import manifest as mf
 
 
 def _make(tmp_path, test_models):

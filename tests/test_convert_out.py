@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from controller import manifest as mf
 from controller.cli import main
 from controller.errors import ExitCode
+from controller.variants import manifest as mf
 
 
 def convert(capsys, *argv) -> tuple[int, str, str]:

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller import accuracy, compat
-from controller import manifest as mf
-from controller.demo_models import EVAL_SAMPLES, SIZE, digits_32, split
+from controller.model import compat
+from controller.variants import evaluate as accuracy
+from controller.variants import manifest as mf
+from models.make_demo import EVAL_SAMPLES, SIZE, digits_32, split
 
 DEMO = Path(__file__).resolve().parent.parent / "models" / "demo"
 RUNTIMES = {"tflite-runtime": "2.14.0", "ai-edge-litert": "2.3.0"}

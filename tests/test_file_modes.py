@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from controller.store import RunStore, atomic_write, creation_mode
+from controller.fleet.store import RunStore, atomic_write, creation_mode
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 import agent.schema
 from agent import modelfile
 from agent.errors import JobFailed
-from controller import compat
 from controller.cli import main
 from controller.errors import InputError
-from controller.tflite_model import read_model_bytes
+from controller.model import compat
+from controller.model.reader import read_model_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("float32", "int8_io", "two_outputs")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from controller.cli import main
-from controller.tflite_model import read_model
+from controller.model.reader import read_model
 from tests import modelgen
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import pytest
 
 from controller.cli import main
 from controller.errors import ExitCode, InputError
-from controller.tflite_model import read_model
+from controller.model.reader import read_model
 from tests.test_agent_bad_files import corrupt_name
 
 

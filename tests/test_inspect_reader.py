@@ -1,4 +1,4 @@
-"""controller.tflite_model.read_model: a pure-Python reader, checked against a real runtime."""
+"""controller.model.reader.read_model: a pure-Python reader, checked against a real runtime."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from controller.errors import InputError
-from controller.tflite_model import BUILTIN_OPERATORS, read_model, read_model_bytes
+from controller.model.reader import BUILTIN_OPERATORS, read_model, read_model_bytes
 from tests import modelgen
 
 GOOD = [n for n in modelgen.MODELS if n not in ("bad_not_flatbuffer", "bad_truncated", "bad_flex_op",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.ansible import load_ansible
 from controller.errors import ConfigError, UsageError
-from controller.inventory import Device, load, resolve_python
+from controller.fleet.ansible import load_ansible
+from controller.fleet.inventory import Device, load, resolve_python
 
 REPO = Path(__file__).resolve().parent.parent
 

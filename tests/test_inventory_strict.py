@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from controller.ansible import load_ansible
 from controller.cli import main
 from controller.errors import ConfigError, ExitCode
-from controller.inventory import load
+from controller.fleet.ansible import load_ansible
+from controller.fleet.inventory import load
 
 
 def write(tmp_path, data: bytes | str, name: str = "devices.yaml") -> str:

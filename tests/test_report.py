@@ -2,7 +2,7 @@
 
 import math
 
-from controller.report import accuracy_text
+from controller.fleet.view import accuracy_text
 
 
 def test_accuracy_cell_shows_top1_and_drift_vs_fp32():

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from controller.cli import main
-from controller.fleet import agent_zipapp
-from controller.store import RESULT_COLUMNS
+from controller.fleet.agent_build import agent_zipapp
+from controller.fleet.store import RESULT_COLUMNS
 from tests.fixtures_fleet import DEVICE_PYTHON, device_entry, write_inventory
 
 FAST = ["--runs", "5", "--warmup", "1", "--min-seconds", "0", "--warmup-min-seconds", "0"]
@@ -131,7 +131,7 @@ def test_run_folder_layout_and_run_json(two_runs, family):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["run_id"] == doc["run_id"] == run_dir.name
     assert info["command_line"] and info["tool_version"] == "0.1.0" and info["user"]
-    assert info["settings"]["runs"] == 5 and info["settings"]["min_seconds"] == 0
+    assert info["settings"]["job"]["runs"] == 5 and info["settings"]["job"]["min_seconds"] == 0
     assert info["exit_code"] == 0 and info["finished"]
     expected = sum(v.stat().st_size for v in family.glob("*.tflite"))
     expected += (family / "convnet.eval.npz").stat().st_size

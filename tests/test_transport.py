@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from controller.cli import main
 from controller.errors import DeviceError, HostKeyError
-from controller.inventory import Device
-from controller.ssh_transport import resolve_endpoint
-from controller.transport import CommandTimeout, open_transport, shell_command
+from controller.fleet.inventory import Device
+from controller.fleet.ssh_transport import resolve_endpoint
+from controller.fleet.transport import CommandTimeout, open_transport, shell_command
 from tests.fixtures_fleet import DEVICE_PYTHON, keygen, write_inventory
 
 PRINT_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"

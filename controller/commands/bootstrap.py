@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.inventory import add_selection_arguments
+from controller.commands.selection import add_selection_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,19 +28,16 @@ def run(args: argparse.Namespace) -> int:
     """Bootstrap the selected devices in parallel; 0 when all are ready, 1 when some failed, 3 when all."""
     import json
     import sys
-    from concurrent.futures import ThreadPoolExecutor
 
-    from controller.bootstrap import BootstrapOptions, bootstrap_device
-    from controller.errors import ExitCode
-    from controller.fleet import agent_zipapp
-    from controller.inventory import selected_devices
-    from controller.report import console
+    from controller.commands.selection import selected_devices
+    from controller.console import console
+    from controller.fleet.agent_build import agent_zipapp
+    from controller.fleet.bootstrap import BootstrapOptions, bootstrap_devices
 
     _, devices = selected_devices(args)
     options = BootstrapOptions(wheels=args.wheels, runtime=args.runtime)
-    pyz = agent_zipapp()
-    with ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
-        reports = list(pool.map(lambda d: bootstrap_device(d, pyz, options), devices))
+    group = bootstrap_devices(devices, agent_zipapp(), options)
+    reports = [o.value for o in group.outcomes.values()]
     if args.json:
         sys.stdout.write(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
     else:
@@ -50,7 +47,4 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"{report.device}: {head}")
             for step in report.steps:
                 out.print(f"  - {step}")
-    ok = sum(r.ok for r in reports)
-    if ok == len(reports):
-        return int(ExitCode.OK)
-    return int(ExitCode.NO_DEVICE if ok == 0 else ExitCode.PARTIAL)
+    return int(group.exit_code())

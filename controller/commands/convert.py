@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller import defaults
 from controller.errors import ExitCode, ToolError
 
 VARIANT_NAMES = ("fp32", "fp16", "dynamic", "int8")
@@ -46,8 +47,10 @@ def register(sub) -> None:
                    "(e.g. 2.14) and check every variant against it")
     p.add_argument("--eval", metavar="DATA.npz", help="labelled eval set (x, optional y): measure the "
                    "accuracy of every variant on this machine")
-    p.add_argument("--top1-drop", type=float, default=2.0, help="flag drift: top-1 points below fp32")
-    p.add_argument("--min-cosine", type=float, default=0.99, help="flag drift: mean cosine to fp32 below")
+    p.add_argument("--top1-drop", type=float, default=defaults.TOP1_DROP,
+                   help=f"flag drift: top-1 points below fp32 (default {defaults.TOP1_DROP:g})")
+    p.add_argument("--min-cosine", type=float, default=defaults.MIN_COSINE,
+                   help=f"flag drift: worst output's mean cosine to fp32 below this (default {defaults.MIN_COSINE:g})")
     p.add_argument("--runtime", default="auto", help="runtime of the --eval runs (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of sample selection and random calibration")
     p.add_argument("--force", action="store_true", help="replace the model folder already in DIR (its "
@@ -66,8 +69,8 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from controller.convert import ConvertOptions, convert
-    from controller.convert_view import ProgressView, result_document, variants_table
+    from controller.variants.convert import ConvertOptions, convert
+    from controller.variants.view import ProgressView, result_document, variants_table
 
     options = ConvertOptions(
         src=Path(args.src), out=Path(args.out), name=args.name, variants=tuple(args.variants),

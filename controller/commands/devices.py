@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from controller.inventory import add_selection_arguments
-
-CHECK_DEADLINE = 60.0
-MAX_CHECK_DEADLINE = 3600.0
+from controller import defaults
+from controller.commands.selection import add_selection_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_selection_arguments(p)
     p.add_argument("--check", action="store_true", help="contact each device and show what it has")
-    p.add_argument("--timeout", type=float, default=CHECK_DEADLINE,
-                   help=f"deadline of --check for each device, seconds (default {CHECK_DEADLINE:g})")
+    p.add_argument("--timeout", type=float, default=defaults.CHECK_DEADLINE,
+                   help=f"deadline of --check for each device, seconds (default {defaults.CHECK_DEADLINE:g})")
     p.add_argument("--trust", metavar="NAME", action="append", default=[],
                    help="record NAME's current host key as trusted (replaces a changed one; repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -36,16 +34,18 @@ def run(args: argparse.Namespace) -> int:
     import math
     import sys
 
+    from controller.commands.selection import selected_devices
+    from controller.console import console
     from controller.errors import ExitCode, UsageError
-    from controller.inventory import selected_devices
-    from controller.report import console, devices_table
+    from controller.fleet.view import devices_table
 
-    if not math.isfinite(args.timeout) or not 0 < args.timeout <= MAX_CHECK_DEADLINE:
-        raise UsageError(f"--timeout must be a number of seconds in (0, {MAX_CHECK_DEADLINE:g}], got {args.timeout}")
+    if not math.isfinite(args.timeout) or not 0 < args.timeout <= defaults.MAX_CHECK_DEADLINE:
+        raise UsageError(f"--timeout must be a number of seconds in (0, {defaults.MAX_CHECK_DEADLINE:g}], got "
+                         f"{args.timeout}")
     inventory, devices = selected_devices(args)
     out = console()
     if args.trust:
-        from controller.ssh_transport import trust_host_key
+        from controller.fleet.ssh_transport import trust_host_key
 
         for name in args.trust:
             device = inventory.get(name)
@@ -57,20 +57,20 @@ def run(args: argparse.Namespace) -> int:
                           f"{key.known_hosts}{change}", soft_wrap=True, highlight=False)
         return int(ExitCode.OK)
     rows = [_describe(d) for d in devices]
+    group = None
     if args.check:
-        checks = check_devices(devices, args.timeout)
+        from controller.fleet.check import check_devices
+
+        group = check_devices(devices, args.timeout)
         for row in rows:
-            row["check"] = checks[row["name"]]
+            outcome = group.outcomes[row["name"]]
+            row["check"] = outcome.value if outcome.ok else {"reachable": False, "reason": outcome.reason,
+                                                               "kind": outcome.kind}
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         out.print(devices_table(rows, checked=args.check))
-    if not args.check:
-        return int(ExitCode.OK)
-    reachable = sum(1 for r in rows if r["check"]["reachable"])
-    if reachable == len(rows):
-        return int(ExitCode.OK)
-    return int(ExitCode.NO_DEVICE if reachable == 0 else ExitCode.PARTIAL)
+    return int(group.exit_code()) if group is not None else int(ExitCode.OK)
 
 
 def _describe(device) -> dict:
@@ -81,55 +81,3 @@ def _describe(device) -> dict:
     return {"name": device.name, "transport": device.transport, "address": address, "tags": list(device.tags),
             "workdir": device.workdir, "python": device.python, "runtime": device.runtime,
             "threads": list(device.threads)}
-
-
-def check_devices(devices, deadline: float) -> dict[str, dict]:
-    """Contact each device in parallel (push the agent if absent, run ``agent info``); within
-    ``deadline`` seconds each gives its facts or the reason it cannot be used."""
-    import logging
-    import threading
-    import time
-
-    from controller.errors import DeviceError, EdgebenchError
-    from controller.fleet import DeviceSession, agent_zipapp
-
-    pyz = agent_zipapp()
-    checks: dict[str, dict] = {d.name: {"reachable": False, "reason": f"no answer within {deadline:g} s"}
-                               for d in devices}
-
-    def check(device) -> None:
-        session = DeviceSession(device, pyz)
-        try:
-            session.open()
-            session.ensure_agent()
-            info = session.info()
-        except DeviceError as exc:
-            checks[device.name] = {"reachable": False, "reason": exc.reason, "kind": exc.kind}
-            return
-        except EdgebenchError as exc:  # a config problem of this device (e.g. its known_hosts): its reason
-            checks[device.name] = {"reachable": False, "reason": str(exc), "kind": "config"}
-            return
-        except Exception as exc:  # a bug: this device's row says so at once (not "no answer within 60 s")
-            logging.getLogger("edgebench").exception("checking device %s failed", device.name)
-            checks[device.name] = {"reachable": False, "reason": f"internal error (a bug): {type(exc).__name__}: "
-                                   f"{exc}", "kind": "internal"}
-            return
-        finally:
-            session.close()
-        env = info.get("env") or {}
-        checks[device.name] = {
-            "reachable": True, "host_key": session.status.host_key, "python_executable": session.python,
-            "python": env.get("python"), "arch": env.get("arch"), "cpu_model": env.get("cpu_model"),
-            "cpu_count": env.get("cpu_count"), "mem_total_kb": env.get("mem_total_kb"),
-            "temp_c": env.get("temp_c", env.get("temp_c_before")), "disk_free_kb": info.get("disk_free_kb"),
-            "agent_version": info.get("agent_version"), "runtimes": info.get("runtimes") or [],
-            "bytes_pushed": session.status.bytes_pushed,
-        }
-
-    threads = [threading.Thread(target=check, args=(d,), daemon=True, name=f"check-{d.name}") for d in devices]
-    end = time.monotonic() + deadline
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(0.0, end - time.monotonic()))
-    return {name: dict(found) for name, found in checks.items()}  # late answers do not leak in

@@ -49,17 +49,8 @@ def run(args) -> int:
     return _inspect(args)
 
 
-def _console():
-    """A console for stdout: the terminal's width, or 160 columns when piped (tables stay readable)."""
-    import sys
-
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
 def _checks(args, info) -> list:
-    from controller.compat import check_info
+    from controller.model.compat import check_info
 
     out = []
     for item in args.check:
@@ -73,7 +64,7 @@ def _checks(args, info) -> list:
 def _manifest_warnings(path) -> list[str]:
     """Warnings the manifest next to ``path`` has about it (random int8 calibration)."""
     from controller.errors import InputError
-    from controller.manifest import MANIFEST_NAME, load
+    from controller.variants.manifest import MANIFEST_NAME, load
 
     if not (path.parent / MANIFEST_NAME).is_file():
         return []
@@ -105,8 +96,9 @@ def _inspect(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from controller.compat import min_runtime_for
-    from controller.tflite_model import read_model
+    from controller.console import console as stdout_console
+    from controller.model.compat import min_runtime_for
+    from controller.model.reader import read_model
 
     path = Path(args.model)
     info = read_model(path)
@@ -123,7 +115,7 @@ def _inspect(args) -> int:
         print(json.dumps(doc, indent=2))
         return int(ExitCode.OK)
 
-    console = _console()
+    console = stdout_console()
     console.print(f"[bold]{path}[/]  {info.bytes:,} bytes  sha256 {info.sha256[:16]}...  schema v"
                   f"{info.schema_version}  min runtime version: {info.min_runtime_version or 'not recorded'}")
     console.print(f"subgraphs: {len(info.subgraphs)} ("
@@ -182,14 +174,15 @@ def _compare(args) -> int:
 
     from rich.table import Table
 
-    from controller.layer_compare import compare_layers
+    from controller.console import console as stdout_console
+    from controller.model.layer_compare import compare_layers
 
     a, b = args.compare
     result = compare_layers(a, b, args.inputs, max_samples=args.samples)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return int(ExitCode.OK)
-    console = _console()
+    console = stdout_console()
     table = Table(title=f"largest errors of {b} against {a} ({result.samples} samples, {result.runtime})")
     for col in ("tensor", "shape", "dtypes", "rel RMSE", "RMSE", "max abs", "cosine"):
         table.add_column(col, justify="left" if col in ("tensor", "shape", "dtypes") else "right")

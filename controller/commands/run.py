@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from agent.job import JobSpec
-from controller.errors import UsageError
-from controller.inventory import add_selection_arguments
+from controller import defaults
+from controller.commands.selection import add_selection_arguments
 
 
 def _threads(text: str) -> tuple[int, ...]:
@@ -19,15 +19,8 @@ def _threads(text: str) -> tuple[int, ...]:
     return values
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="run models on the fleet (devices in parallel) and write a run folder",
-        description="Run MODELS (.tflite files, or folders with a manifest.json: all their variants) on the "
-        "selected devices. Per device: compatibility preflight, push the agent and the models (only what is "
-        "missing), run the jobs one at a time under the device lock, fetch the results. Writes "
-        "<out>/<run-id>/ (run.json, results.parquet, samples.parquet, outputs/) and prints the table.",
-    )
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a fleet run (shared by ``run`` and ``nightly``)."""
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
     p.add_argument("--threads", type=_threads, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)")
@@ -41,92 +34,134 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"warm up at least this long (default {d.warmup_min_seconds:g})")
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help=f"cap on the measured time per job (default {d.max_seconds:g})")
-    p.add_argument("--job-timeout", type=float, default=300.0, help="deadline of one job on the device")
+    p.add_argument("--job-timeout", type=float, default=defaults.JOB_TIMEOUT,
+                   help=f"deadline of one job on the device, seconds (default {defaults.JOB_TIMEOUT:g})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs (default {d.seed})")
     p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
                    "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
     p.add_argument("--no-eval", action="store_true", help="do not compute accuracy")
-    p.add_argument("--parallel", type=int, default=8, help="devices worked on at once (default 8)")
-    p.add_argument("--out", default="reports", help="where run folders go (default reports/)")
+    p.add_argument("--top1-drop", type=float, default=defaults.TOP1_DROP,
+                   help=f"flag drift: top-1 more than this many points below fp32 (default {defaults.TOP1_DROP:g})")
+    p.add_argument("--min-cosine", type=float, default=defaults.MIN_COSINE,
+                   help="flag drift: worst output's mean cosine similarity to fp32 below this "
+                   f"(default {defaults.MIN_COSINE:g})")
+    p.add_argument("--parallel", type=int, default=defaults.PARALLEL_DEVICES,
+                   help=f"devices worked on at once (default {defaults.PARALLEL_DEVICES})")
+    p.add_argument("--out", default=defaults.OUT_DIR, help=f"where run folders go (default {defaults.OUT_DIR}/)")
     p.add_argument("--lock-timeout", type=float, help="seconds to wait for a busy device's lock "
-                   "(default: the device's lock_timeout, 60)")
+                   f"(default: the device's lock_timeout, {defaults.LOCK_TIMEOUT:g})")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the job order on each device with this seed")
     p.add_argument("--no-sync-start", action="store_true", help="let each device start measuring as soon as it "
                    "is prepared (default: all start together once every device is prepared)")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run models on the fleet (devices in parallel) and write a run folder",
+        description="Run MODELS (.tflite files, or folders with a manifest.json: all their variants) on the "
+        "selected devices. Per device: compatibility preflight, push the agent and the models (only what is "
+        "missing), run the jobs one at a time under the device lock, fetch the results, score accuracy "
+        "against fp32. Writes <out>/<run-id>/ (run.json, results.parquet, samples.parquet, outputs/) and "
+        "prints the table. Exit 0 all ok, 1 some jobs or devices failed, 3 no device reachable, "
+        "6 a variant drifted from fp32.",
+    )
+    add_run_arguments(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the fleet; return the exit code (0 all ok, 1 partial, 3 no device reachable)."""
-    import json
+def options_from(args: argparse.Namespace):
+    """The :class:`~controller.fleet.run.RunOptions` the parsed run arguments ask for (validated there).
+    Raises UsageError / InputError."""
     import os
+
+    from controller.errors import UsageError
+    from controller.fleet.agent_build import agent_zipapp
+    from controller.fleet.models import check_eval_data
+    from controller.fleet.run import RunOptions
+    from controller.variants.scoring import Thresholds
+
+    if args.eval:
+        check_eval_data(args.eval)
+    job = JobSpec(model="", runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
+                  min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
+                  seed=args.seed)
+    try:
+        return RunOptions(
+            job=job, threads=args.threads, eval_data=os.path.abspath(args.eval) if args.eval else None,
+            use_manifest_eval=not args.no_eval, thresholds=Thresholds(args.top1_drop, args.min_cosine),
+            parallel=args.parallel, out_dir=args.out, shuffle_seed=args.shuffle_seed,
+            lock_timeout=args.lock_timeout, agent_pyz=args.agent or agent_zipapp(), sync_start=not args.no_sync_start,
+        )
+    except UsageError as exc:  # name the option the user typed, not the JobSpec field
+        raise UsageError(_as_options(str(exc))) from exc
+
+
+#: JobSpec / RunOptions field -> the run option that sets it
+OPTION_OF = {"runs": "--runs", "warmup_min_seconds": "--warmup-min-seconds", "warmup": "--warmup",
+             "min_seconds": "--min-seconds", "max_seconds": "--max-seconds", "timeout": "--job-timeout",
+             "seed": "--seed", "threads": "--threads", "parallel": "--parallel", "lock timeout": "--lock-timeout"}
+
+
+def _as_options(message: str) -> str:
+    import re
+
+    for field_name, option in OPTION_OF.items():
+        message = re.sub(rf"(?<![\w-]){re.escape(field_name)}(?= must)", option, message)
+    return message
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the fleet; return the exit code (see ``edgebench --help``)."""
+    from controller.commands.selection import selected_devices
+    from controller.fleet.models import collect_models
+
+    inventory, devices = selected_devices(args)
+    models = collect_models(args.models)
+    options = options_from(args)
+    _, result = run_and_show(devices, models, options, inventory.path, args.json)
+    return int(result.exit_code())
+
+
+def run_and_show(devices, models, options, inventory_path: str, as_json: bool):
+    """Run with the live progress board on stderr (plain when not a terminal), then print the results
+    table (or the JSON document). Returns (store, FleetResult)."""
+    import json
     import sys
 
     from rich.live import Live
 
-    from controller import __version__
-    from controller.fleet import (
-        RunOptions,
-        agent_zipapp,
-        check_eval_data,
-        collect_models,
-        run_fleet,
-        score_outputs,
-    )
-    from controller.inventory import selected_devices
-    from controller.report import FleetBoard, console, results_table
-    from controller.store import RunStore, run_info
+    from controller.console import console
+    from controller.fleet.run import execute
+    from controller.fleet.view import FleetBoard, results_table
 
-    if args.runs < 1 or args.warmup < 0 or args.parallel < 1:
-        raise UsageError("--runs and --parallel must be >= 1, --warmup >= 0")
-    for name in ("min_seconds", "warmup_min_seconds", "max_seconds"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
-    if args.job_timeout <= 0:
-        raise UsageError("--job-timeout must be > 0")
-    inventory, devices = selected_devices(args)
-    models = collect_models(args.models)
-    if args.eval:
-        check_eval_data(args.eval)
-    options = RunOptions(
-        threads=args.threads, runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
-        min_seconds=args.min_seconds, max_seconds=args.max_seconds, job_timeout=args.job_timeout,
-        eval_data=os.path.abspath(args.eval) if args.eval else None, use_manifest_eval=not args.no_eval,
-        parallel=args.parallel, out_dir=args.out, shuffle_seed=args.shuffle_seed,
-        lock_timeout=args.lock_timeout, agent_pyz=args.agent or agent_zipapp(), sync_start=not args.no_sync_start,
-    )
-    store = RunStore.create(args.out, run_info(options, inventory.path, devices, models, __version__))
     board = FleetBoard()
     err = console(stderr=True)
-    out = console()
-    try:
-        if args.json:
-            result = run_fleet(devices, models, options, store, board.update, score_outputs)
-        else:
-            with Live(board, console=err, refresh_per_second=4, transient=False):
-                result = run_fleet(devices, models, options, store, board.update, score_outputs)
-            if not err.is_terminal:
-                err.print()  # rich leaves the last render of a non-terminal Live without a newline
-    finally:
-        store.save_run_info(finished=_now())
-    frame = result.results
+    if as_json:
+        store, result = execute(devices, models, options, inventory_path, board.update)
+    else:
+        with Live(board, console=err, refresh_per_second=4, transient=False):
+            store, result = execute(devices, models, options, inventory_path, board.update)
+        if not err.is_terminal:
+            err.print()  # rich leaves the last render of a non-terminal Live without a newline
     code = int(result.exit_code())
-    store.save_run_info(exit_code=code)
-    if args.json:
+    if as_json:
+        if result.interrupted:
+            err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
         doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
-               "results": json.loads(frame.to_json(orient="records"))}
+               "results": json.loads(result.results.to_json(orient="records"))}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return code
-    out.print(results_table(frame))
+        return store, result
+    if result.interrupted:
+        err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
+    console().print(results_table(result.results))
     for name, status in result.failed.items():
         err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
-    out.print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
-    return code
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if result.drifted:
+        err.print(f"[yellow]drift flagged[/] (outputs vs fp32 past --top1-drop / --min-cosine): "
+                  f"{', '.join(result.drifted)}", soft_wrap=True)
+    console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
+    return store, result

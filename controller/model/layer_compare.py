@@ -11,7 +11,6 @@ The runtime comes from the agent's discovery (:mod:`agent.runtimes`, "auto" orde
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from controller.convert_data import load_calibration
 from controller.errors import InputError, ToolError
-from controller.tflite_model import read_model
+from controller.model.reader import read_model
+from controller.variants.calibration import load_calibration
+from controller.variants.scoring import Drift
 
 
 @dataclass
@@ -163,26 +163,15 @@ def compare_layers(model_a: str | Path, model_b: str | Path, inputs: str | Path,
                 mismatch[name] = f"{name}: {list(va.shape)} vs {list(vb.shape)}"
                 continue
             acc = sums.setdefault(name, {"shape": list(va.shape), "dtype_a": np.dtype(da["dtype"]).name,
-                                         "dtype_b": np.dtype(db["dtype"]).name, "sq": 0.0, "ref_sq": 0.0,
-                                         "n": 0, "max_abs": 0.0, "cos": []})
-            a_flat, b_flat = va.reshape(-1), vb.reshape(-1)
-            diff = b_flat - a_flat
-            acc["sq"] += float(np.sum(diff ** 2))
-            acc["ref_sq"] += float(np.sum(a_flat ** 2))
-            acc["n"] += a_flat.size
-            acc["max_abs"] = max(acc["max_abs"], float(np.max(np.abs(diff))) if diff.size else 0.0)
-            na, nb = np.linalg.norm(a_flat), np.linalg.norm(b_flat)
-            acc["cos"].append(float(a_flat @ b_flat / (na * nb)) if na > 0 and nb > 0 else
-                              (1.0 if na == nb else 0.0))
+                                         "dtype_b": np.dtype(db["dtype"]).name, "drift": Drift()})
+            acc["drift"].add(va.reshape(1, -1), vb.reshape(1, -1))  # one sample at a time
     diffs = []
     for name, acc in sums.items():
         if name in mismatch:
             continue
-        rmse = math.sqrt(acc["sq"] / max(acc["n"], 1))
-        ref_rms = math.sqrt(acc["ref_sq"] / max(acc["n"], 1))
+        m = acc["drift"].result()
         diffs.append(TensorDiff(name=name, shape=acc["shape"], dtype_a=acc["dtype_a"], dtype_b=acc["dtype_b"],
-                                cosine=float(np.mean(acc["cos"])), max_abs=acc["max_abs"], rmse=rmse,
-                                rel_rmse=rmse / ref_rms if ref_rms > 0 else (0.0 if rmse == 0 else math.inf)))
+                                cosine=m["cosine"], max_abs=m["max_abs"], rmse=m["rmse"], rel_rmse=m["rel_rmse"]))
     diffs.sort(key=lambda d: (-d.rel_rmse, d.name))
     return LayerComparison(model_a=str(a_path), model_b=str(b_path), runtime=runtime, samples=len(data),
                            diffs=diffs, only_in_a=sorted(only_a), only_in_b=sorted(only_b),

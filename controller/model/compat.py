@@ -1,7 +1,7 @@
 """Will this runtime load this model? Decided from the file alone, before anything is pushed.
 
-:func:`check` reads the model (:mod:`controller.tflite_model`, no runtime needed) and compares each
-operator's (op, version) with the first runtime release that has it (:mod:`controller.compat_table`,
+:func:`check` reads the model (:mod:`controller.model.reader`, no runtime needed) and compares each
+operator's (op, version) with the first runtime release that has it (:mod:`controller.model.compat_table`,
 from TF's ``runtime_version.cc``). Refusals: an op version newer than the runtime, a Select-TF (Flex)
 op on a runtime without TensorFlow, a custom op the stock runtime does not register, an op code newer
 than this table. Warnings (``ok`` stays True): an input with a dynamic non-batch dimension (the job
@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.compat_table import LITERT_TO_TF, MIN_RUNTIME, STOCK_CUSTOM_OPS
 from controller.errors import UsageError
-from controller.tflite_model import ModelInfo, read_model
+from controller.model.compat_table import LITERT_TO_TF, MIN_RUNTIME, STOCK_CUSTOM_OPS
+from controller.model.reader import ModelInfo, read_model
 
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 
@@ -98,7 +98,7 @@ def check(model_path: str | Path, runtime_name: str, runtime_version: str) -> Co
 
 
 def check_info(info: ModelInfo, runtime_name: str, runtime_version: str) -> Compat:
-    """:func:`check` for a model already read with :func:`~controller.tflite_model.read_model`."""
+    """:func:`check` for a model already read with :func:`~controller.model.reader.read_model`."""
     have = tf_equivalent(runtime_name, runtime_version)
     label = f"{runtime_name} {runtime_version}"
     refusals: list[str] = []

@@ -4,7 +4,7 @@ Online the venv's pip installs from the index the device can reach; offline (``-
 controller pushes the wheels of DIR that fit the device (its arch and python version; pure-python
 wheels always) to ``<workdir>/wheels/`` (only the ones not there yet) and pip installs with
 ``--no-index --find-links``. tflite-runtime is installed with ``numpy<2`` (its builds need numpy 1.x).
-Afterwards :func:`controller.inventory.resolve_python` picks the venv for the device unless its entry
+Afterwards :func:`controller.fleet.inventory.resolve_python` picks the venv for the device unless its entry
 sets ``python:`` explicitly.
 """
 
@@ -14,15 +14,17 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.modelfile import sha256_of
+from controller import defaults
 from controller.errors import DeviceError, InputError
-from controller.fleet import DeviceSession
-from controller.inventory import Device, resolve_python
+from controller.fleet.group import GroupResult, run_group
+from controller.fleet.inventory import Device, resolve_python
+from controller.fleet.session import DeviceSession
 
-PIP_TIMEOUT = 900.0
 #: what pip installs for each runtime a device may ask for ("auto" installs the first)
 RUNTIME_PACKAGES = {
     "ai-edge-litert": ["ai-edge-litert"],
@@ -83,7 +85,8 @@ def wheel_fits(filename: str, machine: str, version: tuple[int, int]) -> bool:
 
 
 def bootstrap_device(device: Device, agent_pyz: str, options: BootstrapOptions) -> BootstrapReport:
-    """Bootstrap one device; never raises for a device problem (it becomes ``reason`` / ``kind``)."""
+    """Bootstrap one device and return its report. Raises DeviceError (with the report as ``.value``)
+    when the device cannot be made ready."""
     report = BootstrapReport(device.name)
     session = DeviceSession(device, agent_pyz)
     try:
@@ -91,10 +94,26 @@ def bootstrap_device(device: Device, agent_pyz: str, options: BootstrapOptions) 
         report.ok = True
     except DeviceError as exc:
         report.reason, report.kind = exc.reason, exc.kind
+        exc.value = report
+        raise
     finally:
         report.bytes_pushed = session.status.bytes_pushed
         session.close()
     return report
+
+
+def bootstrap_devices(devices: Sequence[Device], agent_pyz: str, options: BootstrapOptions) -> GroupResult:
+    """Bootstrap every device in parallel (:func:`controller.fleet.group.run_group`); each outcome's
+    value is the device's :class:`BootstrapReport` (also when it failed, or one made from the failure).
+    Raises InputError before contacting any device when ``options.wheels`` is not a folder."""
+    if options.wheels and not os.path.isdir(options.wheels):
+        raise InputError(f"--wheels {options.wheels}: no such folder; fill it with `pip download -d "
+                         f"{options.wheels} ai-edge-litert` (for the devices' platform)")
+    group = run_group(devices, lambda d: bootstrap_device(d, agent_pyz, options), label="bootstrap")
+    for name, outcome in group.outcomes.items():
+        if outcome.value is None:  # no report: interrupted, or a bug recorded by the group runner
+            outcome.value = BootstrapReport(name, reason=outcome.reason, kind=outcome.kind)
+    return group
 
 
 def _bootstrap(session: DeviceSession, options: BootstrapOptions, report: BootstrapReport) -> None:
@@ -135,7 +154,7 @@ def _bootstrap(session: DeviceSession, options: BootstrapOptions, report: Bootst
         pushed = _push_wheels(session, options.wheels, remote_dir, facts["machine"], version)
         report.steps.append(f"pushed {len(pushed)} wheel(s) to {remote_dir}")
         pip += ["--no-index", "--find-links", remote_dir]
-    result = t.run(pip + packages, timeout=PIP_TIMEOUT)
+    result = t.run(pip + packages, timeout=defaults.PIP_TIMEOUT)
     if not result.ok:
         where = "the pushed wheels" if options.wheels else "the package index"
         raise DeviceError(device.name, f"pip could not install {' '.join(packages)} from {where}: "
@@ -157,9 +176,6 @@ def _bootstrap(session: DeviceSession, options: BootstrapOptions, report: Bootst
 def _push_wheels(session: DeviceSession, folder: str, remote_dir: str, machine: str,
                  version: tuple) -> list[str]:
     """Push the wheels of ``folder`` that fit the device and are not there yet; return their names."""
-    if not os.path.isdir(folder):
-        raise InputError(f"--wheels {folder}: no such folder; fill it with `pip download -d {folder} "
-                         "ai-edge-litert` (for the device's platform)")
     names = sorted(n for n in os.listdir(folder) if wheel_fits(n, machine, version))
     if not names:
         raise DeviceError(session.device.name, f"no wheel in {folder} fits {machine} / python "

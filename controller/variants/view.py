@@ -16,12 +16,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from controller.convert import ConvertResult
+from controller.variants.convert import ConvertResult
 
 
 class ProgressView:
     """A rich progress display: one bar over the variants, one for calibration / eval samples.
-    ``update`` is the ``progress`` callback of :func:`controller.convert.convert`."""
+    ``update`` is the ``progress`` callback of :func:`controller.variants.convert.convert`."""
 
     def __init__(self, console: Console, variants: tuple[str, ...]):
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -94,7 +94,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def accuracy_table(report) -> Table:
-    """The accuracy table of a :class:`controller.accuracy.AccuracyReport`."""
+    """The accuracy table of a :class:`controller.variants.evaluate.AccuracyReport`."""
     t = report.thresholds
     table = Table(title=f"accuracy on {report.samples} samples ({'labelled' if report.labels else 'no labels'})"
                   f" - flagged when top-1 drops > {t.top1_drop:g} points or cosine < {t.min_cosine:g}")

@@ -6,12 +6,11 @@ values; every key is checked, and an unknown key, a wrong type or a bad value is
 ``--device`` / ``--tag``. ``resolve_python`` is the ONE place that decides which interpreter runs the
 agent on a device.
 
-Ansible inventories are read by :mod:`controller.ansible` into the same :class:`Device` values.
+Ansible inventories are read by :mod:`controller.fleet.ansible` into the same :class:`Device` values.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -20,12 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config_file import read_yaml, where
+from controller import defaults
 from controller.errors import ConfigError, UsageError
+from controller.fleet.config_file import read_yaml, where
 
 TRANSPORTS = ("ssh", "local")
 RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
-DEFAULT_WORKDIR = "~/.cache/edgebench"
 
 # Control characters would make names unprintable and ambiguous in logs, tables and file names.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -61,16 +60,16 @@ class Device:
     known_hosts: str | None = None  #: known_hosts file to check (and --trust to write)
     proxy_jump: str | None = None  #: "[user@]host[:port]" of a gateway, or an alias
     ssh_config: str | None = None  #: ssh config file for aliases (default ~/.ssh/config)
-    workdir: str = DEFAULT_WORKDIR
+    workdir: str = defaults.WORKDIR
     python: str | None = None  #: the device's own key (None = inherit, see resolve_python)
     default_python: str | None = None  #: from the file's `defaults:` section
     runtime: str = "auto"  #: which TFLite runtime jobs ask for (and bootstrap installs)
     tags: tuple[str, ...] = ()
     threads: tuple[int, ...] = ()  #: threads to run on this device (empty = the command line's)
-    connect_timeout: float = 10.0
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
     #: deadline of each remote command and file transfer; not of a batch (bounded by its jobs' timeouts)
-    command_timeout: float = 120.0
-    lock_timeout: float = 60.0  #: how long a run waits for the device lock
+    command_timeout: float = defaults.COMMAND_TIMEOUT
+    lock_timeout: float = defaults.LOCK_TIMEOUT  #: how long a run waits for the device lock
 
     @property
     def is_local(self) -> bool:
@@ -279,29 +278,3 @@ def _unique(path: str, devices: list[Device]) -> list[Device]:
             raise ConfigError(f"{path}: device {device.name!r} appears twice; names must be unique")
         seen.add(device.name)
     return devices
-
-
-def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--devices FILE``, ``--inventory FILE``, ``--device NAME`` and ``--tag TAG`` to a parser."""
-    parser.add_argument("--devices", metavar="FILE", default="devices.yaml",
-                        help="the fleet file (default: ./devices.yaml)")
-    parser.add_argument("--inventory", metavar="FILE",
-                        help="read the fleet from an Ansible inventory (INI or YAML) instead")
-    parser.add_argument("--device", metavar="NAME", action="append", default=[],
-                        help="only this device (repeatable)")
-    parser.add_argument("--tag", metavar="TAG", action="append", default=[],
-                        help="only devices with this tag (repeatable)")
-
-
-def selected_devices(args: argparse.Namespace) -> tuple[Inventory, list[Device]]:
-    """Load the inventory named by the parsed selection arguments and apply ``--device`` / ``--tag``.
-
-    Raises ConfigError for a bad file, UsageError for an unknown name or tag.
-    """
-    if args.inventory:
-        from controller.ansible import load_ansible
-
-        inventory = load_ansible(args.inventory)
-    else:
-        inventory = load(args.devices)
-    return inventory, inventory.select(args.device, args.tag)

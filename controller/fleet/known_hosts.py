@@ -148,7 +148,7 @@ def _matches(pattern: str, name: str) -> bool:
 
 def _write(path: str, text: str, name: str) -> None:
     """Replace ``path`` atomically with ``text``, keeping the old file's mode (a new file: the umask rule)."""
-    from controller.store import atomic_write
+    from controller.fleet.store import atomic_write
 
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,4 +1,4 @@
-"""Make the demo model family: ``python -m controller.demo_models models/demo`` (``make models``).
+"""Make the demo model family: ``python -m models.make_demo models/demo`` (``make models``).
 
 A small CNN trained for real on scikit-learn's digits data set (1797 labelled 8x8 images, shipped inside
 the scikit-learn wheel: nothing is downloaded). Images are upsampled to 32x32 (bilinear) so the network
@@ -92,8 +92,8 @@ def train(x_train: np.ndarray, y_train: np.ndarray):
 def make(out: Path) -> int:
     """Write demo.keras, demo.{fp32,fp16,dynamic,int8}.tflite, demo.eval.npz, manifest.json and
     accuracy.json into ``out``; return the exit code of the conversion (0 ok)."""
-    from controller.convert import ConvertOptions, convert
-    from controller.convert_view import variants_table
+    from controller.variants.convert import ConvertOptions, convert
+    from controller.variants.view import variants_table
 
     out.mkdir(parents=True, exist_ok=True)
     x, y = digits_32()
@@ -116,11 +116,11 @@ def make(out: Path) -> int:
             seed=SEED, force=True,  # this folder is demo_models' own: `make demo` again replaces it
         ))
     # The calibration file was a temporary one: record what it was instead of its vanished path.
-    from controller import manifest as mf
+    from controller.variants import manifest as mf
 
     family = mf.load(out)
     family.variants["int8"].calibration["source"] = (f"{CALIBRATION_SAMPLES} training images of "
-                                                     "sklearn digits (controller/demo_models.py)")
+                                                     "sklearn digits (models/make_demo.py)")
     mf.write(family)
     from rich.console import Console
 
@@ -131,7 +131,7 @@ def make(out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m controller.demo_models", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m models.make_demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="output folder (models/demo)")
     args = parser.parse_args(argv)

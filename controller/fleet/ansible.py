@@ -15,9 +15,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from controller.config_file import parse_yaml, read_text
 from controller.errors import ConfigError
-from controller.inventory import DEVICE_KEYS, Device, Inventory, check_entry, make_device
+from controller.fleet.config_file import parse_yaml, read_text
+from controller.fleet.inventory import DEVICE_KEYS, Device, Inventory, check_entry, make_device
 
 _ANSIBLE_VARS = {
     "ansible_host": "host",

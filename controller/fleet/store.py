@@ -41,9 +41,12 @@ RESULT_COLUMNS = (
     "error", "error_kind", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "count",
     "init_ms", "first_inference_ms", "peak_rss_kb", "rss_after_init_kb", "model_bytes", "model_sha256",
     "arch", "cpu_model", "cpu_count", "delegates", "noisy", "speedup_vs_fp32", "top1", "cosine_vs_fp32",
-    "max_abs_vs_fp32", "rmse_vs_fp32", "device_fingerprint",
+    "max_abs_vs_fp32", "rmse_vs_fp32", "device_fingerprint", "top1_drop_points", "worst_output", "drift",
+    "drift_reasons",
 )
-ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32")
+#: filled by controller.fleet.accuracy from the saved outputs (controller.variants.scoring.score)
+ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32", "top1_drop_points",
+                    "worst_output", "drift", "drift_reasons")
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:

@@ -4,7 +4,7 @@ Trust model: host keys are checked strictly. A key that is not in the known_host
 (:class:`~controller.errors.HostKeyError`, showing its SHA256 fingerprint and the command that trusts
 it: ``edgebench devices --trust NAME``); a key that differs from the recorded one is refused the same
 way. Authentication is by key only: ``identity_file``, the keys ssh-agent holds, or the default
-``~/.ssh/id_*`` files. Remote commands are built by :func:`controller.transport.shell_command`, the one
+``~/.ssh/id_*`` files. Remote commands are built by :func:`controller.fleet.transport.shell_command`, the one
 quoting function. Deadlines: connect, banner and auth each wait at most ``connect_timeout``; every
 command at most its own timeout; keepalives every few seconds and a dead transport is noticed by the
 command loop.
@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.regular_file import NotRegularFile, check_regular
-from controller import known_hosts
 from controller.errors import ConfigError, DeviceError, HostKeyError
-from controller.inventory import Device
-from controller.transport import (
+from controller.fleet import known_hosts
+from controller.fleet.inventory import Device
+from controller.fleet.transport import (
     TAIL_CHARS,
     ByteCallback,
     CommandResult,

@@ -1,7 +1,7 @@
 """What people see in the terminal: the live fleet board, the results table, the devices table.
 
 Only rendering lives here (rich tables from typed values); the numbers come from the run folder's
-DataFrame (:mod:`controller.store`) and the fleet's :class:`~controller.fleet.DeviceStatus` values.
+DataFrame (:mod:`controller.fleet.store`) and the fleet's :class:`~controller.fleet.DeviceStatus` values.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 from rich.table import Table
 
-from controller.fleet import DeviceStatus
+from controller.fleet.session import DeviceStatus
 
 _STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "pushing": "yellow"}
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow"}
@@ -85,11 +85,12 @@ def results_table(results: pd.DataFrame) -> Table:
     notes: list[str] = []
     for row in frame.to_dict("records"):
         status = row["status"] or "-"
-        if status != "ok" and row.get("error"):
-            if row["error"] not in notes:
-                notes.append(row["error"])
-            status = f"{status} [{notes.index(row['error']) + 1}]"
         style = _STATUS_STYLE.get(row["status"], "red")
+        if status != "ok" and row.get("error"):
+            status = f"{status} [{_note(notes, row['error'])}]"
+        if _present(row.get("drift")) and bool(row["drift"]):  # ok, but its outputs are not fp32's
+            status = f"{status}, drift [{_note(notes, row.get('drift_reasons') or 'drifted from fp32')}]"
+            style = "yellow"
         table.add_row(
             str(row["device"]), str(row["model"]), str(row["variant"]), _num(row["threads"], "{:.0f}"),
             _num(row["p50_ms"]), _num(row["p90_ms"]), _num(row["speedup_vs_fp32"], "{:.2f}x"),
@@ -100,6 +101,13 @@ def results_table(results: pd.DataFrame) -> Table:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
+
+
+def _note(notes: list[str], text: str) -> int:
+    """The number of ``text`` among the table's notes (added once)."""
+    if text not in notes:
+        notes.append(text)
+    return notes.index(text) + 1
 
 
 def accuracy_text(row: dict[str, Any]) -> str:
@@ -157,14 +165,3 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
-
-
-def console(stderr: bool = False):
-    """A rich Console: the terminal's width on a terminal, 160 columns when piped (logs, CI), so tables
-    stay one line per row."""
-    import sys
-
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.errors import InputError, ToolError
-from controller.tflite_model import TensorInfo
+from controller.model.reader import TensorInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 RANDOM = "random"

@@ -12,7 +12,7 @@ calibration is explicitly ``"random"`` (recorded in the manifest, warned about b
 
 ``compat_runtime`` ("2.14") asks the TF converter for ops that runtime loads: below 2.17 dense layers
 are quantized per tensor (per-channel dynamic-range FULLY_CONNECTED is v12, new in 2.17), and every
-variant is checked with :func:`controller.compat.check` against ``tflite-runtime <version>``.
+variant is checked with :func:`controller.model.compat.check` against ``tflite-runtime <version>``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ from typing import Any
 import numpy as np
 
 from agent.regular_file import NotRegularFile, check_regular
-from controller import compat
-from controller import manifest as mf
-from controller.convert_data import (
+from controller import defaults
+from controller.errors import EdgebenchError, InputError, ToolError, UsageError
+from controller.model import compat
+from controller.model.reader import ModelInfo, read_model, read_model_bytes
+from controller.variants import manifest as mf
+from controller.variants.calibration import (
     RANDOM,
     SampleSet,
     load_calibration,
@@ -42,8 +45,6 @@ from controller.convert_data import (
     random_calibration,
     single_input,
 )
-from controller.errors import EdgebenchError, InputError, ToolError, UsageError
-from controller.tflite_model import ModelInfo, read_model, read_model_bytes
 
 VARIANTS = mf.VARIANTS
 IO_CHOICES = ("float", "int8", "uint8")
@@ -68,8 +69,8 @@ class ConvertOptions:
     compat_runtime: str | None = None  #: e.g. "2.14": make variants tflite-runtime 2.14 loads
     eval: Path | None = None  #: labelled .npz: run every variant on this machine and compare
     seed: int = 0
-    top1_drop: float = 2.0  #: flag a variant whose top-1 is more than this many points below fp32
-    min_cosine: float = 0.99  #: flag a variant whose mean cosine similarity to fp32 is below this
+    top1_drop: float = defaults.TOP1_DROP  #: flag a variant whose top-1 is more than this many points below fp32
+    min_cosine: float = defaults.MIN_COSINE  #: flag a variant whose mean cosine similarity to fp32 is below this
     runtime: str = "auto"  #: runtime of the eval runs
     force: bool = False  #: replace the model folder already in ``out`` (default: refuse)
 
@@ -109,7 +110,7 @@ class ConvertOptions:
 class ConvertResult:
     manifest: mf.Manifest
     compat: dict[str, compat.Compat] = field(default_factory=dict)  #: per variant, with compat_runtime
-    accuracy: Any = None  #: controller.accuracy.AccuracyReport when --eval was given
+    accuracy: Any = None  #: controller.variants.evaluate.AccuracyReport when --eval was given
     warnings: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  #: variant -> why the tool could not make it
 
@@ -236,9 +237,10 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         result.warnings.append("int8 was calibrated on random data (--calibration random): its accuracy "
                                "says nothing about real inputs")
     if eval_set is not None:
-        from controller import accuracy
+        from controller.variants import evaluate as accuracy
+        from controller.variants.scoring import Thresholds
 
-        thresholds = accuracy.Thresholds(top1_drop=options.top1_drop, min_cosine=options.min_cosine)
+        thresholds = Thresholds(top1_drop=options.top1_drop, min_cosine=options.min_cosine)
         result.accuracy = accuracy.evaluate(manifest, thresholds=thresholds, runtime=options.runtime,
                                             progress=say)
         accuracy.save(result.accuracy, out / "accuracy.json")
@@ -326,7 +328,7 @@ def _source_sha256(src: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from controller.store import atomic_write
+    from controller.fleet.store import atomic_write
 
     atomic_write(str(path), data)
 

@@ -100,7 +100,7 @@ class Manifest:
 
 def write(manifest: Manifest) -> Path:
     """Write ``manifest.to_dict()`` to ``manifest.path`` atomically (temp file + rename)."""
-    from controller.store import write_json
+    from controller.fleet.store import write_json
 
     manifest.path.parent.mkdir(parents=True, exist_ok=True)
     write_json(str(manifest.path), manifest.to_dict())

@@ -3,7 +3,7 @@
 :class:`Transport` is the interface the fleet uses: ``run(argv, timeout)`` a command (an argv list, never
 a shell string), ``put`` / ``put_bytes`` / ``get`` files, ``exists``, ``makedirs``, ``home``
 and ``close``. :class:`LocalTransport` is this machine (``transport: local``, subprocess, no shell at
-all); :class:`controller.ssh_transport.SSHTransport` is a device over SSH. A local session has the
+all); :class:`controller.fleet.ssh_transport.SSHTransport` is a device over SSH. A local session has the
 remote session's interface, so one test body runs against both.
 
 Trust model: a remote command string is built by :func:`shell_command` only — every argument is
@@ -29,7 +29,7 @@ from typing import Callable
 from typing_extensions import Self
 
 from controller.errors import DeviceError
-from controller.inventory import Device
+from controller.fleet.inventory import Device
 
 LineCallback = Callable[[str], None]
 #: called with the bytes sent so far for one file
@@ -283,7 +283,7 @@ def open_transport(device: Device) -> Transport:
     if device.is_local:
         transport: Transport = LocalTransport(device)
     else:
-        from controller.ssh_transport import SSHTransport
+        from controller.fleet.ssh_transport import SSHTransport
 
         transport = SSHTransport(device)
     transport.connect()

@@ -1,0 +1,18 @@
+"""Every default of the controller, in one place. Commands show these in ``--help``; dataclasses take
+them as field defaults. The measurement defaults (runs, warmup, seconds) are the agent's own
+:class:`agent.job.JobSpec` defaults, used through a JobSpec template (``RunOptions.job``)."""
+
+DEVICES_FILE = "devices.yaml"  #: the fleet file, relative to the working directory
+OUT_DIR = "reports"  #: where run folders go
+WORKDIR = "~/.cache/edgebench"  #: a device's work folder (agent, models cache, runs, lock)
+PARALLEL_DEVICES = 8  #: devices worked on at once
+JOB_TIMEOUT = 300.0  #: seconds: deadline of one job's worker on the device
+CONNECT_TIMEOUT = 10.0  #: seconds: SSH connect + handshake
+COMMAND_TIMEOUT = 120.0  #: seconds: one remote command (the batch has its own, from its jobs)
+LOCK_TIMEOUT = 60.0  #: seconds a run waits for a busy device's lock
+SYNC_START_TIMEOUT = 120.0  #: seconds devices wait for each other before they start measuring
+CHECK_DEADLINE = 60.0  #: seconds: `devices --check`, whole call
+MAX_CHECK_DEADLINE = 3600.0  #: seconds: the largest `devices --check --timeout` accepted
+PIP_TIMEOUT = 900.0  #: seconds: `bootstrap`'s pip install on a device
+TOP1_DROP = 2.0  #: drift flag: top-1 points below fp32
+MIN_COSINE = 0.99  #: drift flag: worst output's mean cosine similarity to fp32 below this
