@@ -39,6 +39,7 @@ from controller.fleet.accuracy import score_jobs
 from controller.fleet.group import GroupResult, run_group
 from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
+from controller.fleet.part_files import remove_own, sweep_stale
 from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint, pick_runtime
 from controller.fleet.store import RunStore, not_run_row, run_info
 from controller.variants.scoring import Thresholds
@@ -139,6 +140,12 @@ class DeviceRun(DeviceSession):
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
+        self.stopping = False  #: set by stop(): whatever fails from now on failed because of the interrupt
+
+    def stop(self) -> None:
+        """Ctrl-C / SIGTERM: close the link so the work in flight unwinds (called from the main thread)."""
+        self.stopping = True
+        self.close()
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -146,11 +153,14 @@ class DeviceRun(DeviceSession):
         try:
             self._work()
             self._set(state="done", detail="")
-        except DeviceError as exc:
-            self._fail(exc.reason, exc.kind)
-        except Exception as exc:  # a bug must not take the other devices down; it is recorded
-            log.exception("%s: internal error", self.device.name)
-            self._fail(f"internal error: {type(exc).__name__}: {exc}", "internal")
+        except Exception as exc:
+            if self.stopping:  # the link was closed under the work: not the device's fault, not a bug
+                self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
+            elif isinstance(exc, DeviceError):
+                self._fail(exc.reason, exc.kind)
+            else:  # a bug must not take the other devices down; it is recorded
+                log.exception("%s: internal error", self.device.name)
+                self._fail(f"internal error: {type(exc).__name__}: {exc}", "internal")
         finally:
             self._pass_gate(wait=False)
             self.close()
@@ -185,6 +195,7 @@ class DeviceRun(DeviceSession):
         with clock("connect"):
             self.open(subdirs=("models", "data", posixpath.join(run_dir, "results"),
                                posixpath.join(run_dir, "outputs")))
+            sweep_stale(self)  # part files a killed controller left behind
         run_dir = posixpath.join(self.workdir, run_dir)
         self._set(state="preflight", detail="agent")
         with clock("agent"):
@@ -472,11 +483,14 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
     def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
         for device_run in runs.values():
-            device_run.close()
+            device_run.stop()
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
     if result.interrupted:
         store.save_run_info(interrupted=True)
+        for device_run in runs.values():  # interrupted uploads: removed now where the device answers
+            if device_run.parts_in_flight and remove_own(device_run.device, device_run.parts_in_flight):
+                device_run.parts_in_flight.clear()
     result.results = store.write_tables()
     return result
 

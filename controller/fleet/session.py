@@ -124,6 +124,7 @@ class DeviceSession:
         self.workdir = ""
         self.python = ""
         self.agent = ""
+        self.parts_in_flight: list[str] = []  #: part files being uploaded now (removed if interrupted)
 
     def _set(self, **changes: Any) -> None:
         for key, value in changes.items():
@@ -186,6 +187,7 @@ class DeviceSession:
         args: list[str] = []
         for local, digest, remote in files:
             tmp = f"{remote}.part-{self.token}"
+            self.parts_in_flight.append(tmp)
             base = self.status.bytes_pushed
             self.t.put(local, tmp, on_bytes=lambda n, base=base: self._set(bytes_pushed=base + n))
             self._set(bytes_pushed=base + os.path.getsize(local))
@@ -196,6 +198,7 @@ class DeviceSession:
             raise DeviceError(self.device.name, f"verifying pushed files failed: {result.stderr.strip()[-500:]}",
                               kind="disk_full" if disk else "push")
         verdicts = json.loads(result.stdout.strip().splitlines()[-1])
+        self.parts_in_flight.clear()  # each was renamed or removed by the verify script
         bad = {k: v for k, v in verdicts.items() if v != "ok"}
         if bad:
             raise DeviceError(self.device.name, f"sha256 mismatch after upload (corrupted in transit or on "

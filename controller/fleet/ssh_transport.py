@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import logging
 import os
 import select
 import socket
@@ -41,6 +42,8 @@ from controller.fleet.transport import (
     Transport,
     shell_command,
 )
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 5
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
@@ -344,10 +347,16 @@ class SSHTransport(Transport):
         return self._home
 
     def close(self) -> None:
-        for obj in (self._sftp, self._client, self._jump):
+        """Close the SFTP session and the connections. Safe from another thread while a transfer or a
+        command runs (Ctrl-C): paramiko may then raise EOFError / socket errors from its own close, which
+        are logged, never raised, so every part gets closed."""
+        objs, (self._sftp, self._client, self._jump) = (self._sftp, self._client, self._jump), (None, None, None)
+        for obj in objs:
             if obj is not None:
-                obj.close()
-        self._sftp = self._client = self._jump = None
+                try:
+                    obj.close()
+                except Exception as exc:  # noqa: BLE001 - EOFError, OSError, SSHException: best effort, see docstring
+                    log.debug("%s: closing %s: %s", self.device.name, type(obj).__name__, exc)
 
 
 def _connect_client(device: Device, endpoint: Endpoint, sock):
