@@ -363,6 +363,8 @@ class DeviceRun(DeviceSession):
             return
         if event.get("event") == "start":
             self._set(detail=f"job {event.get('index', 0) + 1}/{event.get('total', len(self.jobs))}")
+        elif event.get("event") == "done" and isinstance(event.get("document"), dict):
+            self._keep_result(event["document"])  # measured, but the device's disk could not hold it
         elif event.get("event") == "done" and event.get("id"):
             self._fetch_result(run_dir, str(event["id"]))
 
@@ -374,6 +376,13 @@ class DeviceRun(DeviceSession):
         with open(local, encoding="utf-8") as fh:
             doc = json.load(fh)
         os.unlink(local)
+        self._keep_result(doc)
+
+    def _keep_result(self, doc: dict[str, Any]) -> None:
+        """Save one job's result document in the run folder and count it."""
+        job_id = str((doc.get("job") or {}).get("id"))
+        if job_id in self.fetched:
+            return
         self.store.save_result(self.device.name, doc)
         self.fetched.add(job_id)
         failed = doc.get("status") != "ok"

@@ -225,6 +225,8 @@ class DeviceSession:
             return DeviceError(name, f"`agent {command}` refused its arguments ({said}); the agent on the device "
                                "and this controller disagree - run with --agent to push a matching agent",
                                kind="agent")
+        if code == AgentExit.DISK_FULL:  # the agent's message holds the free space and the fix
+            return DeviceError(name, f"`agent {command}` stopped: {said.removeprefix('error: ')}", kind="disk_full")
         if code == AgentExit.INTERNAL:
             return DeviceError(name, f"`agent {command}` hit a bug in the agent ({said}); please report it with "
                                "this message", kind="agent")
