@@ -141,6 +141,7 @@ class DeviceRun(DeviceSession):
         self.gate: StartGate | None = None
         self._gate_passed = False
         self.stopping = False  #: set by stop(): whatever fails from now on failed because of the interrupt
+        self._recorded = False
 
     def stop(self) -> None:
         """Ctrl-C / SIGTERM: close the link so the work in flight unwinds (called from the main thread)."""
@@ -183,14 +184,22 @@ class DeviceRun(DeviceSession):
                 self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "not_run",
                                                    reason, kind))
 
+    def finish_interrupted(self) -> None:
+        """After Ctrl-C, from the main thread: a device whose thread has not recorded its end yet is
+        recorded as interrupted now (its thread may still be unwinding)."""
+        if not self._recorded:
+            self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
+            self._record()
+
     def _record(self) -> None:
+        self._recorded = True
         fields = self.status.to_dict()
         fields.update(transport=self.device.transport, host=self.device.host, workdir=self.device.workdir,
                       tags=list(self.device.tags))
         self.store.update_device(self.device.name, **fields)
 
     def _work(self) -> None:
-        clock = _Phases(self.status.phases)
+        clock = _Phases(self.status.phases, lambda: self.stopping)
         run_dir = posixpath.join("runs", self.store.run_id)
         with clock("connect"):
             self.open(subdirs=("models", "data", posixpath.join(run_dir, "results"),
@@ -434,19 +443,48 @@ class StartGate:
                 self._cond.wait(end - time.monotonic())
 
 
+class _Stopped(Exception):
+    """Raised at the start of a step once the run was interrupted (internal to this module)."""
+
+
 class _Phases:
     """Context manager factory that adds each step's wall seconds to a dict."""
 
-    def __init__(self, into: dict[str, float]):
+    def __init__(self, into: dict[str, float], stopping: Callable[[], bool] = lambda: False):
         self.into = into
+        self.stopping = stopping
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        test_phase_hook(name, self.stopping)
+        if self.stopping():  # interrupted: start no new step (a local transport would reconnect)
+            raise _Stopped(name)
         start = time.monotonic()
         try:
             yield
         finally:
             self.into[name] = round(self.into.get(name, 0.0) + time.monotonic() - start, 3)
+
+
+#: Test hooks (honoured ONLY when set; the signal tests use them to interrupt the controller at a known
+#: step): EDGEBENCH_TEST_PHASE_DIR=DIR touches DIR/<phase> when a step starts (connect, agent, info,
+#: preflight, push, gate, batch, fetch, accuracy; "write" before the final tables);
+#: EDGEBENCH_TEST_HOLD=<phase> then waits there up to 60 s (until interrupted).
+TEST_PHASE_DIR_ENV = "EDGEBENCH_TEST_PHASE_DIR"
+TEST_HOLD_ENV = "EDGEBENCH_TEST_HOLD"
+
+
+def test_phase_hook(phase: str, stopping: Callable[[], bool] = lambda: False) -> None:
+    """See TEST_PHASE_DIR_ENV. Does nothing unless the test variables are set."""
+    folder = os.environ.get(TEST_PHASE_DIR_ENV)
+    if not folder:
+        return
+    with open(os.path.join(folder, phase), "w", encoding="utf-8"):
+        pass
+    if os.environ.get(TEST_HOLD_ENV) == phase:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not stopping():
+            time.sleep(0.05)
 
 
 def _job_id(index: int, model: ModelRef, threads: int) -> str:
@@ -495,9 +533,12 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
             device_run.stop()
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
+    test_phase_hook("write")
     if result.interrupted:
         store.save_run_info(interrupted=True)
-        for device_run in runs.values():  # interrupted uploads: removed now where the device answers
+        for device_run in runs.values():
+            device_run.finish_interrupted()
+            # interrupted uploads: removed now where the device answers (else the next run sweeps them)
             if device_run.parts_in_flight and remove_own(device_run.device, device_run.parts_in_flight):
                 device_run.parts_in_flight.clear()
     result.results = store.write_tables()
@@ -514,9 +555,17 @@ def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptio
     store = RunStore.create(options.out_dir, run_info(options, inventory_path, devices, models, __version__))
     try:
         result = run_fleet(devices, models, options, store, notify)
-    finally:
-        store.save_run_info(finished=_now())
-    store.save_run_info(exit_code=int(result.exit_code()))
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM outside the device group (e.g. while writing the tables)
+        store.save_run_info(finished=_now(), interrupted=True, state="interrupted",
+                            exit_code=int(ExitCode.INTERRUPTED))
+        store.write_tables()
+        raise
+    except BaseException:
+        store.save_run_info(finished=_now(), state="failed")
+        raise
+    code = int(result.exit_code())
+    store.save_run_info(finished=_now(), exit_code=code,
+                        state="interrupted" if result.interrupted else "finished")
     return store, result
 
 

@@ -188,7 +188,7 @@ class RunStore:
         except OSError as exc:
             raise InputError(f"cannot create the run folder {store.root}: {exc}; choose another --out") from exc
         store.run_info = {"run_version": RUN_VERSION, "schema_version": SCHEMA_VERSION, "run_id": run_id,
-                          **run_info}
+                          "state": "running", **run_info}
         store.save_run_info()
         return store
 
@@ -280,6 +280,10 @@ def load_results(run_dir: str) -> pd.DataFrame:
 
     path = os.path.join(run_dir, "results.parquet")
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(run_dir, "run.json")):
+            raise InputError(f"{run_dir} is an unfinished run: it has run.json but no results.parquet (its "
+                             "controller was killed before writing the tables); recover it with "
+                             f"`edgebench run --resume {run_dir}` and the --devices it used")
         raise InputError(f"{run_dir} is not a run folder (no results.parquet); pass a folder under reports/")
     return pd.read_parquet(path)
 
