@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.job import MAX_THREADS
 from controller import defaults
 from controller.errors import ConfigError, UsageError
 from controller.fleet.config_file import read_yaml, where
@@ -254,8 +255,9 @@ def _convert(at: str, name: str, key: str, value: Any) -> Any:
         return tuple(value)
     if key == "threads":
         items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in items):
-            raise bad("must be a list of positive integers")
+        if not items or not all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= MAX_THREADS
+                                for t in items):
+            raise bad(f"must be a list of integers from 1 to {MAX_THREADS}")
         return tuple(items)
     if key in ("connect_timeout", "command_timeout", "lock_timeout"):
         if not math.isfinite(value) or value > MAX_TIMEOUT_S:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from agent.errors import AgentError
-from agent.job import JobSpec
+from agent.job import MAX_THREADS, JobSpec, check_seconds
 from agent.modelfile import sha256_of
 from controller import defaults
 from controller.errors import DeviceError, ExitCode, InputError, UsageError
@@ -47,6 +47,7 @@ from controller.variants.scoring import Thresholds
 log = logging.getLogger(__name__)
 
 TABLES_EVERY_SECONDS = 5.0
+MAX_PARALLEL = 1024  #: devices worked on at once (a thread each)
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -77,12 +78,15 @@ class RunOptions:
             self.job.validate()
         except AgentError as exc:
             raise UsageError(f"bad measurement setting: {exc}") from exc
-        if not self.threads or min(self.threads) < 1:
-            raise UsageError(f"threads must be integers >= 1, got {list(self.threads)}")
-        if self.parallel < 1:
-            raise UsageError(f"parallel must be >= 1, got {self.parallel}")
-        if self.lock_timeout is not None and not self.lock_timeout >= 0:
-            raise UsageError(f"lock timeout must be >= 0 seconds, got {self.lock_timeout}")
+        if not self.threads or min(self.threads) < 1 or max(self.threads) > MAX_THREADS:
+            raise UsageError(f"threads must be integers from 1 to {MAX_THREADS}, got {list(self.threads)}")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            raise UsageError(f"parallel must be between 1 and {MAX_PARALLEL}, got {self.parallel}")
+        if self.lock_timeout is not None:
+            try:
+                check_seconds("--lock-timeout", self.lock_timeout)
+            except AgentError as exc:
+                raise UsageError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

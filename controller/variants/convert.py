@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import sys
 import warnings
@@ -86,10 +85,9 @@ class ConvertOptions:
         if not 1 <= self.calibration_samples <= MAX_CALIBRATION_SAMPLES:
             raise UsageError(f"--calibration-samples must be between 1 and {MAX_CALIBRATION_SAMPLES}, "
                              f"got {self.calibration_samples}")
-        if not math.isfinite(self.top1_drop) or not 0 <= self.top1_drop <= 100:
-            raise UsageError(f"--top1-drop must be a number of points between 0 and 100, got {self.top1_drop}")
-        if not math.isfinite(self.min_cosine) or not -1 <= self.min_cosine <= 1:
-            raise UsageError(f"--min-cosine must be between -1 and 1, got {self.min_cosine}")
+        from controller.variants.scoring import Thresholds
+
+        Thresholds(self.top1_drop, self.min_cosine)  # the one check of the drift thresholds
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed must be between 0 and 2^32-1, got {self.seed}")
         if self.compat_runtime is not None:
