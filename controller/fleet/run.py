@@ -41,6 +41,7 @@ from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
 from controller.fleet.part_files import remove_own, sweep_stale
 from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint, pick_runtime
+from controller.fleet.step_hooks import enter_step
 from controller.fleet.store import RunStore, not_run_row, run_info
 from controller.variants.scoring import Thresholds
 
@@ -460,7 +461,7 @@ class _Phases:
 
     @contextlib.contextmanager
     def __call__(self, name: str):
-        test_phase_hook(name, self.stopping)
+        enter_step(name, self.stopping)
         if self.stopping():  # interrupted: start no new step (a local transport would reconnect)
             raise _Stopped(name)
         start = time.monotonic()
@@ -468,27 +469,6 @@ class _Phases:
             yield
         finally:
             self.into[name] = round(self.into.get(name, 0.0) + time.monotonic() - start, 3)
-
-
-#: Test hooks (honoured ONLY when set; the signal tests use them to interrupt the controller at a known
-#: step): EDGEBENCH_TEST_PHASE_DIR=DIR touches DIR/<phase> when a step starts (connect, agent, info,
-#: preflight, push, gate, batch, fetch, accuracy; "write" before the final tables);
-#: EDGEBENCH_TEST_HOLD=<phase> then waits there up to 60 s (until interrupted).
-TEST_PHASE_DIR_ENV = "EDGEBENCH_TEST_PHASE_DIR"
-TEST_HOLD_ENV = "EDGEBENCH_TEST_HOLD"
-
-
-def test_phase_hook(phase: str, stopping: Callable[[], bool] = lambda: False) -> None:
-    """See TEST_PHASE_DIR_ENV. Does nothing unless the test variables are set."""
-    folder = os.environ.get(TEST_PHASE_DIR_ENV)
-    if not folder:
-        return
-    with open(os.path.join(folder, phase), "w", encoding="utf-8"):
-        pass
-    if os.environ.get(TEST_HOLD_ENV) == phase:
-        end = time.monotonic() + 60
-        while time.monotonic() < end and not stopping():
-            time.sleep(0.05)
 
 
 def _job_id(index: int, model: ModelRef, threads: int) -> str:
@@ -537,7 +517,7 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
             device_run.stop()
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
-    test_phase_hook("write")
+    enter_step("write")
     if result.interrupted:
         store.save_run_info(interrupted=True)
         for device_run in runs.values():
