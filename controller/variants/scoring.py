@@ -42,8 +42,8 @@ class Thresholds:
         from controller.errors import UsageError
 
         if not isinstance(self.top1_drop, (int, float)) or not math.isfinite(self.top1_drop) \
-                or not 0 <= self.top1_drop <= 100:
-            raise UsageError(f"--top1-drop must be a number of points between 0 and 100, got {self.top1_drop}")
+                or not -100 <= self.top1_drop <= 100:
+            raise UsageError(f"--top1-drop must be a number of points between -100 and 100, got {self.top1_drop}")
         if not isinstance(self.min_cosine, (int, float)) or not math.isfinite(self.min_cosine) \
                 or not -1 <= self.min_cosine <= 1:
             raise UsageError(f"--min-cosine must be between -1 and 1, got {self.min_cosine}")
