@@ -36,6 +36,8 @@ class JobSpec:
     inputs: str | None = None  #: .npy/.npz of float (or exact-dtype) input data
     input_shapes: dict[str, list[int]] = field(default_factory=dict)  #: resize of dynamic inputs
     save_outputs: str | None = None  #: .npz path: outputs of the inputs file (or of the random input)
+    #: per-op profile plan (agent/profile.py): single-op models to time after the whole model, or None
+    profile: dict[str, Any] | None = None
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +74,10 @@ class JobSpec:
             check_seconds(name, getattr(self, name))
         if self.timeout <= 0:
             raise UsageError(f"timeout must be > 0 seconds, got {self.timeout:g}")
+        if self.profile is not None:
+            from agent.profile import check_plan
+
+            check_plan(self.profile)
 
 
 # Bounds of the numeric settings, checked by JobSpec.validate (README "Agent"). MAX_THREADS: no edge board

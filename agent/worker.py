@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from agent import disk_full, measure, modelfile, probes, runtimes, schema
+from agent import disk_full, measure, modelfile, probes, profile, runtimes, schema
 from agent.errors import JobFailed
 from agent.job import JobSpec
 
@@ -122,6 +122,10 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     if loop.stop_reason == measure.STOP_CAP and len(loop.samples_ns) < spec.runs:
         doc["warnings"].append(f"stopped at max_seconds={spec.max_seconds} after {len(loop.samples_ns)} "
                                f"of {spec.runs} runs")
+
+    if spec.profile:
+        doc["profile"] = _guard(lambda: profile.profile(spec, runtime, interpreter, in_ios, samples.sample(0),
+                                                        stats["p50_ms"]), "the per-op profile", runtime)
 
     if spec.save_outputs:
         doc["outputs_file"] = _save_outputs(spec.save_outputs, interpreter, in_ios, out_ios, samples, runtime)

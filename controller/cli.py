@@ -18,7 +18,7 @@ import threading
 from controller import __version__
 from controller.errors import EdgebenchError, ExitCode
 
-COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap")
+COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap", "profile", "compare", "nightly", "schedule")
 
 
 def epilog() -> str:

@@ -71,3 +71,8 @@ class HostKeyError(DeviceError):
 
 class NoDeviceError(EdgebenchError):
     exit_code = ExitCode.NO_DEVICE
+
+
+class NightlyBusyError(NoDeviceError):
+    """Another ``edgebench nightly`` holds the reports folder's nightly lock: this one did not start (the
+    devices are taken, as for NO_DEVICE)."""

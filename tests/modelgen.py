@@ -269,6 +269,24 @@ def bench_medium() -> bytes:
     return _convert(tf, fn.get_concrete_function())
 
 
+@model("XNNPACK leaves ops on the CPU: conv -> LOCAL_RESPONSE_NORMALIZATION -> conv -> CUMSUM -> mean on "
+       "32x32x8 (XNNPACK takes the convs and the mean, not LRN or CUMSUM); tens of us per op")
+def cpu_fallback() -> bytes:
+    tf = _tf()
+    k1 = tf.constant(_weights([3, 3, 8, 16], 101))
+    k2 = tf.constant(_weights([3, 3, 16, 16], 102))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 8], tf.float32, name="image")])
+    def fn(x):
+        y = tf.nn.relu(tf.nn.conv2d(x, k1, 1, "SAME"))
+        y = tf.nn.local_response_normalization(y, depth_radius=2)
+        y = tf.nn.relu(tf.nn.conv2d(y, k2, 1, "SAME"))
+        y = tf.math.cumsum(y, axis=3)
+        return tf.reduce_mean(y, axis=[1, 2])
+
+    return _convert(tf, fn.get_concrete_function())
+
+
 @model("not a flatbuffer: 4 KiB of seeded random bytes")
 def bad_not_flatbuffer() -> bytes:
     return np.random.default_rng(91).integers(0, 256, 4096, dtype=np.uint8).tobytes()

@@ -15,10 +15,12 @@ import pytest
 import yaml
 
 from controller.errors import DeviceError, ExitCode, InputError
+from controller.fleet.device_run import StartGate, job_id
 from controller.fleet.group import GroupResult, Outcome, run_group
 from controller.fleet.inventory import Device
 from controller.fleet.models import ModelRef, collect_models
-from controller.fleet.run import FleetResult, RunOptions, StartGate, _job_id
+from controller.fleet.options import RunOptions
+from controller.fleet.run import FleetResult
 from controller.fleet.session import DeviceSession, DeviceStatus
 from controller.fleet.store import RESULT_COLUMNS, add_speedup, not_run_row, result_row
 from controller.fleet.transport import CommandResult
@@ -80,7 +82,7 @@ def test_speedup_vs_fp32(rows, expected):
 ])
 def test_job_ids_are_file_name_safe_and_carry_the_position(index, name, variant, threads, expected):
     model = ModelRef(name, variant, "/m.tflite", "00", 1)
-    assert _job_id(index, model, threads) == expected
+    assert job_id(index, model, threads) == expected
 
 
 def _outcome(name, ok, kind=None):
@@ -269,3 +271,18 @@ def test_a_python_without_a_runtime_is_named_with_the_fix_through_the_fleet(tmp_
     assert f"no TFLite runtime in {venv / 'bin' / 'python'}" in status["reason"]
     assert "edgebench bootstrap --device fresh" in status["reason"]
     assert [r["status"] for r in doc["results"]] == ["not_run"]
+
+
+@pytest.mark.parametrize(("doc", "words"), [
+    ([1, 2], "not a result document"),
+    ({"status": "ok"}, "without an integer schema_version"),
+    ({"schema_version": True}, "without an integer schema_version"),
+    ({"schema_version": 999}, "newer than this controller reads"),
+])
+def test_documents_the_controller_cannot_read_are_refused_by_name(doc, words):
+    from controller.fleet.store import check_document
+
+    with pytest.raises(InputError, match=words) as info:
+        check_document(doc, "results/dev/001.json")
+    assert "results/dev/001.json" in str(info.value)
+    assert check_document(_doc(), "x")["status"] == "ok"

@@ -19,10 +19,10 @@ def _threads(text: str) -> tuple[int, ...]:
     return values
 
 
-def add_run_arguments(p: argparse.ArgumentParser, models_required: bool = True) -> None:
-    """The options of a fleet run (shared by ``run`` and ``nightly``). ``models_required=False``: MODEL may
-    be left out (``run --resume``; the command then checks)."""
-    p.add_argument("models", nargs="+" if models_required else "*", metavar="MODEL",
+def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+") -> None:
+    """The options of a fleet run (shared by ``run`` and ``nightly``, whose models may come from its
+    --config: ``models_nargs="*"``)."""
+    p.add_argument("models", nargs=models_nargs, default=[] if models_nargs == "*" else None, metavar="MODEL",
                    help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
     p.add_argument("--threads", type=_threads, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)")
@@ -70,10 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prints the table. Exit 0 all ok, 1 some jobs or devices failed, 3 no device reachable, "
         "6 a variant drifted from fp32.",
     )
-    add_run_arguments(p, models_required=False)
+    add_run_arguments(p, models_nargs="*")  # none with --resume; run() checks
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run whose controller was killed: fetch what "
                    "finished on its devices, mark the rest not_run, rebuild the tables (nothing is measured "
                    "again); give the --devices/--inventory the run used, no MODEL")
+    p.add_argument("--profile", action="store_true", help="then time each op of every model that ran ok, on "
+                   "each device (as edgebench profile): <run>/profiles/<device>/<job-id>-profile.json")
     p.set_defaults(func=run)
 
 
@@ -85,7 +87,7 @@ def options_from(args: argparse.Namespace):
     from controller.errors import UsageError
     from controller.fleet.agent_build import agent_zipapp
     from controller.fleet.models import check_eval_data
-    from controller.fleet.run import RunOptions
+    from controller.fleet.options import RunOptions
     from controller.variants.scoring import Thresholds
 
     if args.eval:
@@ -133,8 +135,14 @@ def run(args: argparse.Namespace) -> int:
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
     options = options_from(args)
-    _, result = run_and_show(devices, models, options, inventory.path, args.json)
-    return int(result.exit_code())
+    after = None
+    if args.profile:
+        from controller.model.op_cut import schema_module
+
+        schema_module()  # no schema module here: ToolError (exit 4) before anything is measured
+        after = _profiler(args, options, devices, models)
+    store, result = run_and_show(devices, models, options, inventory.path, args.json, after)
+    return exit_code(result, store.run_info.get("profiles"))
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -172,8 +180,41 @@ def resume(args: argparse.Namespace) -> int:
     return code
 
 
-def run_and_show(devices, models, options, inventory_path: str, as_json: bool):
-    """Run with the live progress board on stderr (plain when not a terminal), then print the results
+def exit_code(result, profiles: dict | None) -> int:
+    """The fleet's exit code; a profile that failed (``run --profile``) makes an otherwise clean run 1."""
+    from controller.errors import ExitCode
+
+    code = result.exit_code()
+    if code == ExitCode.OK and any(p["failed"] for p in (profiles or {}).values()):
+        code = ExitCode.PARTIAL
+    return int(code)
+
+
+def _profiler(args: argparse.Namespace, options, devices, models):
+    """``--profile``: the step after the fleet run that profiles every job that was ok (see
+    :func:`controller.fleet.profile.profile_run`), records ``profiles`` in run.json and returns them."""
+    from controller.fleet.profile import ProfileOptions, profile_run
+
+    profile_options = ProfileOptions(runs=options.job.runs, min_seconds=options.job.min_seconds,
+                                     timeout=options.job.timeout, inputs=options.eval_data,
+                                     lock_timeout=options.lock_timeout)
+
+    def after(store, result) -> dict:
+        outcomes = profile_run(result, devices, models, options.threads, store, profile_options,
+                               options.agent_pyz, options.parallel)
+        store.save_run_info(profiles={n: _without_summaries(o) for n, o in outcomes.items()})
+        return outcomes
+
+    return after
+
+
+def _without_summaries(outcome: dict) -> dict:
+    return {k: v for k, v in outcome.items() if k != "summaries"}
+
+
+def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None):
+    """Run with the live progress board on stderr (plain when not a terminal), then ``after(store,
+    result)`` (``run --profile``: device -> profile outcome) unless interrupted, then print the results
     table (or the JSON document). Returns (store, FleetResult)."""
     import json
     import sys
@@ -193,13 +234,18 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool):
             store, result = execute(devices, models, options, inventory_path, board.update)
         if not err.is_terminal:
             err.print()  # rich leaves the last render of a non-terminal Live without a newline
-    code = int(result.exit_code())
+    profiles = after(store, result) if after is not None and not result.interrupted else None
+    code = exit_code(result, profiles)
+    if profiles is not None:
+        store.save_run_info(exit_code=code)
     if as_json:
         if result.interrupted:
             err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
         doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
                "results": json.loads(result.results.to_json(orient="records"))}
+        if profiles is not None:
+            doc["profiles"] = {n: _without_summaries(o) for n, o in profiles.items()}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return store, result
     if result.interrupted:
@@ -210,5 +256,13 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool):
     if result.drifted:
         err.print(f"[yellow]drift flagged[/] (outputs vs fp32 past --top1-drop / --min-cosine): "
                   f"{', '.join(result.drifted)}", soft_wrap=True)
+    if profiles is not None:
+        from controller.fleet.profile_view import brief
+
+        for name, outcome in profiles.items():
+            if outcome["reason"]:
+                err.print(f"[red]profile on {name} failed[/] ({outcome['kind']}): {outcome['reason']}", soft_wrap=True)
+            for summary in outcome["summaries"]:
+                console().print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
     console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return store, result

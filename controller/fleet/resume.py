@@ -123,7 +123,7 @@ def collect(session: DeviceSession, run_id: str, lock_timeout: float) -> tuple[l
 def planned_jobs(store: RunStore, device: Device) -> list[dict[str, Any]]:
     """The jobs the run planned for ``device`` (from run.json's models and threads), each ``{"id",
     "threads", "meta"}`` like the fleet's own planned jobs."""
-    from controller.fleet.run import _job_id
+    from controller.fleet.device_run import job_id
 
     settings = store.run_info.get("settings") or {}
     threads = tuple(device.threads) or tuple(settings.get("threads") or (1,))
@@ -132,7 +132,7 @@ def planned_jobs(store: RunStore, device: Device) -> list[dict[str, Any]]:
         model = ModelRef(name=entry["name"], variant=entry["variant"], path=entry.get("path", ""),
                          sha256=entry.get("sha256", ""), bytes=entry.get("bytes") or 0)
         for t in threads:
-            jobs.append({"id": _job_id(index, model, t), "threads": t,
+            jobs.append({"id": job_id(index, model, t), "threads": t,
                          "meta": {"model_name": model.name, "variant": model.variant, "sha256": model.sha256,
                                   "bytes": model.bytes}})
     return jobs

@@ -14,83 +14,27 @@ reason (unreachable, auth refused, host key, python missing, disk full, busy) wh
 Nothing is timed across SSH: the numbers come from the device.
 """
 
-
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import logging
-import os
-import posixpath
-import re
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from agent.errors import AgentError
-from agent.job import MAX_THREADS, JobSpec, check_seconds
-from agent.modelfile import sha256_of
-from controller import defaults
-from controller.errors import DeviceError, ExitCode, InputError, UsageError
-from controller.fleet.accuracy import score_jobs
+from controller.errors import DeviceError, ExitCode
+from controller.fleet.device_run import DeviceRun, StartGate
 from controller.fleet.group import GroupResult, run_group
 from controller.fleet.inventory import Device
-from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
-from controller.fleet.part_files import remove_own, sweep_stale
-from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint, pick_runtime
+from controller.fleet.models import ModelRef
+from controller.fleet.options import RunOptions
+from controller.fleet.part_files import remove_own
+from controller.fleet.session import DeviceStatus
 from controller.fleet.step_hooks import enter_step
-from controller.fleet.store import RunStore, not_run_row, run_info
-from controller.variants.scoring import Thresholds
-
-log = logging.getLogger(__name__)
+from controller.fleet.store import RunStore, run_info
 
 TABLES_EVERY_SECONDS = 5.0
-MAX_PARALLEL = 1024  #: devices worked on at once (a thread each)
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@dataclass
-class RunOptions:
-    """Everything ``edgebench run`` asks of a run (one dataclass travels, not a dozen arguments)."""
-
-    #: the measurement settings every job starts from (runs, warmup, seconds, timeout, seed ...); each
-    #: job is this template with its model, id and threads filled in
-    job: JobSpec = field(default_factory=lambda: JobSpec(model="", timeout=defaults.JOB_TIMEOUT))
-    threads: tuple[int, ...] = (1,)
-    eval_data: str | None = None  #: .npz with x (and y): outputs saved, accuracy computed
-    use_manifest_eval: bool = True  #: use a family's own eval set when --eval is not given
-    thresholds: Thresholds = field(default_factory=Thresholds)  #: when a variant counts as drifted
-    parallel: int = defaults.PARALLEL_DEVICES
-    out_dir: str = defaults.OUT_DIR
-    shuffle_seed: int | None = None
-    lock_timeout: float | None = None  #: overrides each device's lock_timeout
-    agent_pyz: str = ""
-    #: devices start measuring together, after all are prepared (when all run at once)
-    sync_start: bool = True
-    sync_start_timeout: float = defaults.SYNC_START_TIMEOUT
-
-    def __post_init__(self) -> None:
-        """Validate once, here at the controller (the agent validates again: it is a trust boundary).
-        Raises UsageError."""
-        try:
-            self.job.validate()
-        except AgentError as exc:
-            raise UsageError(f"bad measurement setting: {exc}") from exc
-        if not self.threads or min(self.threads) < 1 or max(self.threads) > MAX_THREADS:
-            raise UsageError(f"threads must be integers from 1 to {MAX_THREADS}, got {list(self.threads)}")
-        if not 1 <= self.parallel <= MAX_PARALLEL:
-            raise UsageError(f"parallel must be between 1 and {MAX_PARALLEL}, got {self.parallel}")
-        if self.lock_timeout is not None:
-            try:
-                check_seconds("--lock-timeout", self.lock_timeout)
-            except AgentError as exc:
-                raise UsageError(str(exc)) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+__all__ = ["FleetResult", "RunOptions", "execute", "run_fleet"]
 
 
 @dataclass
@@ -128,353 +72,6 @@ class FleetResult:
         if code == ExitCode.OK and self.drifted:
             return ExitCode.DRIFT
         return code
-
-
-class DeviceRun(DeviceSession):
-    """All of one device's work in one run, over one transport."""
-
-    def __init__(self, device: Device, models: list[ModelRef], options: RunOptions, store: RunStore,
-                 notify: Callable[[DeviceStatus], None]):
-        super().__init__(device, options.agent_pyz, notify)
-        self.models = models
-        self.options = options
-        self.store = store
-        self.jobs: list[dict[str, Any]] = []
-        self.fetched: set = set()
-        self.skipped: set = set()  #: ids of jobs the preflight skipped (their rows are already stored)
-        self.outputs: dict[str, str] = {}
-        self.gate: StartGate | None = None
-        self._gate_passed = False
-        self.stopping = False  #: set by stop(): whatever fails from now on failed because of the interrupt
-        self._recorded = False
-
-    def stop(self) -> None:
-        """Ctrl-C / SIGTERM: close the link so the work in flight unwinds (called from the main thread)."""
-        self.stopping = True
-        self.close()
-
-    def run(self) -> DeviceStatus:
-        """Do everything for this device; never raises for a device problem (it becomes the status)."""
-        start = time.monotonic()
-        try:
-            self._work()
-            self._set(state="done", detail="")
-        except Exception as exc:
-            if self.stopping:  # the link was closed under the work: not the device's fault, not a bug
-                self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
-            elif isinstance(exc, DeviceError):
-                self._fail(exc.reason, exc.kind)
-            else:  # a bug must not take the other devices down; it is recorded
-                log.exception("%s: internal error", self.device.name)
-                self._fail(f"internal error: {type(exc).__name__}: {exc}", "internal")
-        finally:
-            self._pass_gate(wait=False)
-            self.close()
-            self.status.seconds = time.monotonic() - start
-            self._record()
-        return self.status
-
-    def _pass_gate(self, wait: bool) -> None:
-        if self.gate is not None and not self._gate_passed:
-            self._gate_passed = True
-            self.gate.ready()
-            if wait:
-                self._set(detail="waiting for the other devices to be ready")
-                self.gate.wait()
-
-    def _fail(self, reason: str, kind: str) -> None:
-        self._set(state="failed", reason=reason, kind=kind, detail=reason)
-        for job in self.jobs or self._planned_jobs():
-            if job["id"] not in self.fetched and job["id"] not in self.skipped:
-                self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "not_run",
-                                                   reason, kind))
-
-    def finish_interrupted(self) -> None:
-        """After Ctrl-C, from the main thread: a device whose thread has not recorded its end yet is
-        recorded as interrupted now (its thread may still be unwinding)."""
-        if not self._recorded:
-            self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
-            self._record()
-
-    def _record(self) -> None:
-        self._recorded = True
-        fields = self.status.to_dict()
-        fields.update(transport=self.device.transport, host=self.device.host, workdir=self.device.workdir,
-                      tags=list(self.device.tags))
-        self.store.update_device(self.device.name, **fields)
-
-    def _work(self) -> None:
-        clock = _Phases(self.status.phases, lambda: self.stopping)
-        run_dir = posixpath.join("runs", self.store.run_id)
-        with clock("connect"):
-            self.open(subdirs=("models", "data", posixpath.join(run_dir, "results"),
-                               posixpath.join(run_dir, "outputs")))
-            sweep_stale(self)  # part files a killed controller left behind
-        run_dir = posixpath.join(self.workdir, run_dir)
-        self._set(state="preflight", detail="agent")
-        with clock("agent"):
-            self.ensure_agent()
-        with clock("info"):
-            info = self.info(runtime=self.device.runtime)
-        runtime, version = pick_runtime(self.device, info)
-        fingerprint = device_fingerprint(info, runtime, version)
-        self._set(runtime=runtime, runtime_version=version, agent_version=info.get("agent_version"),
-                  fingerprint=fingerprint)
-        with clock("preflight"):
-            indices = self._preflight(runtime, version)
-            runnable = [self.models[i] for i in indices]
-            eval_files = self._eval_files(runnable)
-        with clock("push"):
-            self._push(runnable, eval_files, info)
-        self.jobs = self._make_jobs(indices, runtime, eval_files, run_dir, fingerprint)
-        self._set(jobs_total=len(self.jobs) + self.status.jobs_skipped)
-        with clock("gate"):
-            self._pass_gate(wait=bool(self.jobs))
-        if self.jobs:
-            with clock("batch"):
-                self._batch(run_dir)
-            with clock("fetch"):
-                self._fetch_missing(run_dir)
-                if any(j.get("save_outputs") for j in self.jobs):
-                    self._fetch_outputs()
-            if self.outputs:
-                with clock("accuracy"):
-                    self._score()
-
-    def _score(self) -> None:
-        """Store the accuracy columns of this device's jobs (:func:`controller.fleet.accuracy.score_jobs`).
-        Outputs that cannot be read are logged and said in the device's detail; the measurements stay."""
-        labels_of = {m.name: self.options.eval_data or m.eval_path for m in self.models}
-        try:
-            columns = score_jobs(self.jobs, self.outputs, labels_of, self.options.thresholds)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("%s: accuracy could not be computed: %s", self.device.name, exc)
-            self._set(detail=f"accuracy failed: {exc}")
-            return
-        for job_id, values in columns.items():
-            self.store.set_accuracy(self.device.name, job_id, values)
-
-    def _preflight(self, runtime: str, version: str) -> list[int]:
-        """Indices (into ``self.models``) of the models this device's runtime can load; the others'
-        jobs are recorded as skipped with the reason."""
-        from controller.model import compat
-
-        runnable = []
-        for index, model in enumerate(self.models):
-            try:
-                verdict = compat.check_info(model_info(model.path, model.sha256), runtime, version)
-            except InputError as exc:  # not a model / truncated: skip it, run the others
-                self._skip(index, str(exc), "bad_model")
-                continue
-            if verdict.ok:
-                runnable.append(index)
-                continue
-            self._skip(index, f"{runtime} {version} cannot load it: " + "; ".join(verdict.reasons), "incompatible")
-        return runnable
-
-    def _skip(self, index: int, reason: str, kind: str) -> None:
-        """Record every job of model ``index`` as skipped with ``reason`` (never pushed, never run)."""
-        for job in self._planned_jobs([index]):
-            self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "skipped", reason, kind))
-            self.skipped.add(job["id"])
-            self.status.jobs_skipped += 1
-
-    def _eval_files(self, models: list[ModelRef]) -> dict[str, tuple[str, str]]:
-        """model family name -> (local eval .npz, its sha256) for the families that get outputs saved."""
-        files: dict[str, tuple[str, str]] = {}
-        for model in models:
-            path = self.options.eval_data or (model.eval_path if self.options.use_manifest_eval else None)
-            if path and model.name not in files:
-                files[model.name] = (path, sha256_of(path))
-        return files
-
-    def _push(self, models: list[ModelRef], eval_files: dict[str, tuple[str, str]], info: dict) -> None:
-        wanted: dict[str, tuple[str, str, str]] = {}
-        for model in models:
-            wanted[model.sha256] = (model.path, model.sha256, self._model_path(model))
-        for local, digest in eval_files.values():
-            wanted[digest] = (local, digest, posixpath.join(self.workdir, "data", f"{digest}.npz"))
-        missing = [f for f in wanted.values() if not self.t.exists(f[2])]
-        if not missing:
-            return
-        need_kb = sum(os.path.getsize(f[0]) for f in missing) // 1024 + 1
-        free_kb = info.get("disk_free_kb")
-        if isinstance(free_kb, (int, float)) and free_kb < need_kb * 2:
-            raise DeviceError(self.device.name, f"disk full: {free_kb} KiB free in {self.workdir}, the models "
-                              f"need {need_kb} KiB (twice that while verifying); free space or set another "
-                              "workdir", kind="disk_full")
-        self._set(state="pushing", detail=f"{len(missing)} file(s)")
-        self.push_verified(missing)
-
-    def _model_path(self, model: ModelRef) -> str:
-        return posixpath.join(self.workdir, "models", f"{model.sha256}{MODEL_SUFFIX}")
-
-    def _threads(self) -> tuple[int, ...]:
-        return self.device.threads or self.options.threads
-
-    def _planned_jobs(self, indices: list[int] | None = None) -> list[dict[str, Any]]:
-        """The jobs asked for (of the models at ``indices``, default all), without device paths (for rows
-        of jobs that never ran). Job ids carry the model's position, so a model given twice has two."""
-        jobs = []
-        for index in indices if indices is not None else range(len(self.models)):
-            model = self.models[index]
-            for threads in self._threads():
-                jobs.append({"id": _job_id(index, model, threads), "threads": threads,
-                             "meta": {"model_name": model.name, "variant": model.variant,
-                                      "sha256": model.sha256, "bytes": model.bytes}})
-        return jobs
-
-    def _make_jobs(self, indices: list[int], runtime: str, eval_files: dict[str, tuple[str, str]],
-                   run_dir: str, fingerprint: str) -> list[dict[str, Any]]:
-        """The job dicts for the batch: the run's JobSpec template with each model's device path, id,
-        threads, runtime, eval inputs and labels filled in (validated once, in RunOptions)."""
-        jobs = []
-        for index in indices:
-            model = self.models[index]
-            data = eval_files.get(model.name)
-            for threads in self._threads():
-                job_id = _job_id(index, model, threads)
-                spec = dataclasses.replace(
-                    self.options.job, model=self._model_path(model), id=job_id, threads=threads, runtime=runtime,
-                    inputs=posixpath.join(self.workdir, "data", f"{data[1]}.npz") if data else self.options.job.inputs,
-                    save_outputs=posixpath.join(run_dir, "outputs", f"{job_id}.npz") if data else None,
-                    meta={**self.options.job.meta, "device": self.device.name, "model_name": model.name,
-                          "variant": model.variant, "sha256": model.sha256, "device_fingerprint": fingerprint},
-                )
-                jobs.append(spec.to_dict())
-        return jobs
-
-    def _batch(self, run_dir: str) -> None:
-        jobs_file = posixpath.join(run_dir, "jobs.json")
-        self.t.put_bytes(json.dumps(self.jobs, indent=1).encode(), jobs_file)
-        lock_timeout = self.options.lock_timeout
-        if lock_timeout is None:
-            lock_timeout = self.device.lock_timeout
-        argv = [self.agent, "batch", jobs_file, "--out", posixpath.join(run_dir, "results"),
-                "--lock", posixpath.join(self.workdir, "lock"), "--lock-timeout", f"{lock_timeout:g}",
-                "--stop-on-stdin-eof"]
-        if self.options.shuffle_seed is not None:
-            argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
-        # Each job is bounded by its own worker deadline on the device; the batch by their sum.
-        deadline = lock_timeout + len(self.jobs) * (self.options.job.timeout + 30) + 60
-        self._set(state="running", detail="waiting for the device lock")
-        start = time.monotonic()
-        # stdin stays open while the batch runs: if this controller dies or gives up (Ctrl-C, deadline,
-        # dead link), the device sees EOF and stops the batch, freeing its lock.
-        result = self.run_python(argv, timeout=deadline, on_line=lambda line: self._on_line(line, run_dir),
-                                 stdin_open=True)
-        self.status.batch_seconds = time.monotonic() - start
-        if result.exit_code not in (0, 1):  # 1: some job failed, which is data in its document
-            raise self.agent_failure("batch", result)
-
-    def _on_line(self, line: str, run_dir: str) -> None:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            log.info("%s: agent: %s", self.device.name, line)
-            return
-        if not isinstance(event, dict):
-            return
-        if event.get("event") == "start":
-            self._set(detail=f"job {event.get('index', 0) + 1}/{event.get('total', len(self.jobs))}")
-        elif event.get("event") == "done" and isinstance(event.get("document"), dict):
-            self._keep_result(event["document"])  # measured, but the device's disk could not hold it
-        elif event.get("event") == "done" and event.get("id"):
-            self._fetch_result(run_dir, str(event["id"]))
-
-    def _fetch_result(self, run_dir: str, job_id: str) -> None:
-        if job_id in self.fetched:
-            return
-        local = os.path.join(self.store.device_dir("results", self.device.name), f".fetch-{job_id}.json")
-        self.t.get(posixpath.join(run_dir, "results", f"{job_id}.json"), local)
-        with open(local, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        os.unlink(local)
-        self._keep_result(doc)
-
-    def _keep_result(self, doc: dict[str, Any]) -> None:
-        """Save one job's result document in the run folder and count it."""
-        job_id = str((doc.get("job") or {}).get("id"))
-        if job_id in self.fetched:
-            return
-        self.store.save_result(self.device.name, doc)
-        self.fetched.add(job_id)
-        failed = doc.get("status") != "ok"
-        self._set(jobs_done=self.status.jobs_done + 1, jobs_failed=self.status.jobs_failed + int(failed))
-
-    def _fetch_missing(self, run_dir: str) -> None:
-        self._set(state="fetching", detail="results")
-        for job in self.jobs:
-            if job["id"] not in self.fetched:
-                remote = posixpath.join(run_dir, "results", f"{job['id']}.json")
-                if self.t.exists(remote):
-                    self._fetch_result(run_dir, job["id"])
-                else:
-                    self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "not_run",
-                                                       "the agent wrote no result document", "agent"))
-                    self._set(jobs_failed=self.status.jobs_failed + 1)
-
-    def _fetch_outputs(self) -> None:
-        self._set(detail="outputs")
-        folder = self.store.device_dir("outputs", self.device.name)
-        for job in self.jobs:
-            remote = job.get("save_outputs")
-            if remote and job["id"] in self.fetched and self.t.exists(remote):
-                local = os.path.join(folder, f"{job['id']}.npz")
-                self.t.get(remote, local)
-                self.outputs[job["id"]] = local
-
-
-class StartGate:
-    """Devices begin measuring together: each waits here, after its preparation (connect, agent, info,
-    pushes), until every device of the run is prepared or has failed - so no device measures while the
-    controller still pushes to, or probes, the others. Waits at most ``deadline`` seconds."""
-
-    def __init__(self, count: int, deadline: float):
-        self._cond = threading.Condition()
-        self._pending = count
-        self.deadline = deadline
-
-    def ready(self) -> None:
-        """This device is prepared (or gave up): one fewer to wait for."""
-        with self._cond:
-            self._pending -= 1
-            self._cond.notify_all()
-
-    def wait(self) -> None:
-        end = time.monotonic() + self.deadline
-        with self._cond:
-            while self._pending > 0 and end - time.monotonic() > 0:
-                self._cond.wait(end - time.monotonic())
-
-
-class _Stopped(Exception):
-    """Raised at the start of a step once the run was interrupted (internal to this module)."""
-
-
-class _Phases:
-    """Context manager factory that adds each step's wall seconds to a dict."""
-
-    def __init__(self, into: dict[str, float], stopping: Callable[[], bool] = lambda: False):
-        self.into = into
-        self.stopping = stopping
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        enter_step(name, self.stopping)
-        if self.stopping():  # interrupted: start no new step (a local transport would reconnect)
-            raise _Stopped(name)
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.into[name] = round(self.into.get(name, 0.0) + time.monotonic() - start, 3)
-
-
-def _job_id(index: int, model: ModelRef, threads: int) -> str:
-    """A file-name-safe, unique job id: ``<index>-<model>-<variant>-t<threads>``."""
-    slug = _SLUG.sub("_", f"{model.name}-{model.variant}")[:60]
-    return f"{index:03d}-{slug}-t{threads}"
 
 
 def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOptions, store: RunStore,
@@ -530,13 +127,14 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
 
 def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptions, inventory_path: str,
-            notify: Callable[[DeviceStatus], None] | None = None) -> tuple[RunStore, FleetResult]:
-    """A whole ``edgebench run``: create the run folder under ``options.out_dir``, run the fleet, and
-    record in run.json when it finished and with which exit code. Raises InputError when the run folder
-    cannot be created."""
+            notify: Callable[[DeviceStatus], None] | None = None, **info: Any) -> tuple[RunStore, FleetResult]:
+    """A whole ``edgebench run``: create the run folder under ``options.out_dir`` (``info``: more run.json
+    keys, e.g. ``kind="nightly"``), run the fleet, and record in run.json when it finished and with which
+    exit code. Raises InputError when the run folder cannot be created."""
     from controller import __version__
 
-    store = RunStore.create(options.out_dir, run_info(options, inventory_path, devices, models, __version__))
+    store = RunStore.create(options.out_dir, {**run_info(options, inventory_path, devices, models, __version__),
+                                              **info})
     try:
         result = run_fleet(devices, models, options, store, notify)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM outside the device group (e.g. while writing the tables)

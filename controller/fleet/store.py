@@ -47,6 +47,8 @@ RESULT_COLUMNS = (
 #: filled by controller.fleet.accuracy from the saved outputs (controller.variants.scoring.score)
 ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32", "top1_drop_points",
                     "worst_output", "drift", "drift_reasons")
+#: Columns of samples.parquet.
+SAMPLE_COLUMNS = ("run_id", "device", "job_id", "model", "variant", "threads", "index", "latency_us")
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -95,6 +97,21 @@ def atomic_write(path: str, data: bytes, mode: int | None = None) -> None:
 def write_json(path: str, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic_write(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))
+
+
+def check_document(doc: Any, where: str) -> dict[str, Any]:
+    """Return ``doc`` when this controller can read it: a JSON object whose ``schema_version`` is not
+    newer than the agent schema it knows (``agent.schema.SCHEMA_VERSION``). Raises InputError naming
+    ``where`` and the fix otherwise (a newer agent than this controller: upgrade edgebench)."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: not a result document (a JSON object was expected)")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(f"{where}: result document without an integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise InputError(f"{where}: result schema version {version} is newer than this controller reads "
+                         f"({SCHEMA_VERSION}); upgrade edgebench on this machine")
+    return doc
 
 
 def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +231,9 @@ class RunStore:
             write_json(self.path("run.json"), self.run_info)
 
     def save_result(self, device: str, doc: dict[str, Any]) -> str:
-        """Save one result document under results/<device>/<job-id>.json; return its path."""
+        """Save one result document under results/<device>/<job-id>.json; return its path. Raises
+        InputError for a document this controller cannot read (:func:`check_document`)."""
+        check_document(doc, f"result from {device}")
         job_id = (doc.get("job") or {}).get("id") or "job"
         path = os.path.join(self.device_dir("results", device), f"{job_id}.json")
         write_json(path, doc)
@@ -235,8 +254,9 @@ class RunStore:
             folder = os.path.join(results, device)
             for name in sorted(os.listdir(folder)):
                 if name.endswith(".json") and not name.startswith("."):  # temp files start with a dot
-                    with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                        yield device, json.load(fh)
+                    path = os.path.join(folder, name)
+                    with open(path, encoding="utf-8") as fh:
+                        yield device, check_document(json.load(fh), path)
 
     def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(result rows, sample rows) from everything saved so far."""
@@ -265,8 +285,7 @@ class RunStore:
         with self._tables_lock:  # device threads and Ctrl-C may both get here
             rows, samples = self.rows()
             results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-            sample_frame = pd.DataFrame(samples, columns=["run_id", "device", "job_id", "model", "variant",
-                                                          "threads", "index", "latency_us"])
+            sample_frame = pd.DataFrame(samples, columns=list(SAMPLE_COLUMNS))
             for frame, name in ((results, "results.parquet"), (sample_frame, "samples.parquet")):
                 buffer = io.BytesIO()
                 frame.to_parquet(buffer, index=False)
@@ -286,6 +305,31 @@ def load_results(run_dir: str) -> pd.DataFrame:
                              f"`edgebench run --resume {run_dir}` and the --devices it used")
         raise InputError(f"{run_dir} is not a run folder (no results.parquet); pass a folder under reports/")
     return pd.read_parquet(path)
+
+
+def load_samples(run_dir: str) -> pd.DataFrame:
+    """samples.parquet of a run folder (one row per raw latency sample, :data:`SAMPLE_COLUMNS`); an empty
+    frame with those columns when the run has none. Raises InputError when it is not a run folder."""
+    import pandas as pd
+
+    if not os.path.isfile(os.path.join(run_dir, "results.parquet")):
+        raise InputError(f"{run_dir} is not a run folder (no results.parquet); pass a folder under reports/")
+    path = os.path.join(run_dir, "samples.parquet")
+    if not os.path.isfile(path):
+        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    return pd.read_parquet(path)
+
+
+def load_run_info(run_dir: str) -> dict[str, Any]:
+    """run.json of a run folder. Raises InputError when it is missing or not JSON."""
+    path = os.path.join(run_dir, "run.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{run_dir} is not a run folder (no run.json); pass a folder under reports/") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable ({exc}); the run folder is damaged") from exc
 
 
 def run_info(options, inventory_path: str, devices, models, version: str) -> dict[str, Any]:

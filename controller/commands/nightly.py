@@ -1,0 +1,329 @@
+"""``edgebench nightly [MODELS...]``: the nightly job - run, compare with the last comparable nightly,
+re-measure what looks changed, look for change points, write the report and regressions.json/.md."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from controller.commands.compare import add_limit_arguments
+from controller.commands.run import add_run_arguments
+
+LOCK_NAME = ".nightly.lock"
+LOG_NAME = "nightly.log"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "nightly",
+        help="the nightly job: run, compare, confirm by re-measuring, report (exit 5 on a regression)",
+        description="Run MODELS like `edgebench run` and mark the run as a nightly; compare it with the last "
+        "comparable nightly; re-measure every suspected change in fresh workers after --cooldown and report only "
+        "what shows again; look for change points over the nightly history; write the report, regressions.json "
+        "and regressions.md into the run folder. Exit 5 on a confirmed regression, else the run's exit code. "
+        "Runs without a terminal (cron, systemd): log lines to --log-file (and to stderr when it is not a "
+        "terminal); one nightly at a time per reports folder (a lock the kernel frees when a nightly dies).",
+    )
+    add_run_arguments(p, models_nargs="*")  # the models may also come from --config
+    add_limit_arguments(p, accuracy=False)  # --top1-drop / --min-cosine are run options already
+    p.add_argument("--config", metavar="NIGHTLY.yaml", help="options as YAML keys (models, devices, tag, threads, "
+                   "runs, out, threshold, cooldown ...); the command line wins over the file")
+    p.add_argument("--cooldown", type=float, default=60.0,
+                   help="seconds to wait before re-measuring suspected changes (default 60)")
+    p.add_argument("--no-remeasure", action="store_true", help="report suspected changes without re-measuring "
+                   "(none counts as confirmed)")
+    p.add_argument("--window", type=int, default=60, help="nightlies per series searched for change points (default 60)")
+    p.add_argument("--log-file", metavar="FILE", help=f"append log lines here (default <out>/{LOG_NAME})")
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="S",
+                   help="wait this long for a running nightly to finish (default 0: exit 3 at once)")
+    p.set_defaults(func=run, _parser=p)
+
+
+def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill ``args`` from ``--config``: a key counts only where the command line left the default (so the
+    command line beats the file, the file beats the defaults). Raises ConfigError naming the file and key."""
+    import yaml
+
+    from controller.errors import ConfigError
+
+    try:
+        with open(args.config, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {args.config}: no such file") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config {args.config}: not readable YAML ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"--config {args.config}: expected a mapping of option names to values")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "_parser", "func")}
+    for raw_key, value in config.items():
+        key = str(raw_key).replace("-", "_")
+        action = actions.get(key)
+        if action is None:
+            raise ConfigError(f"--config {args.config}: unknown key {raw_key!r}; keys are the nightly's long "
+                              f"options: {', '.join(sorted(actions))}")
+        if getattr(args, key) != parser.get_default(key):
+            continue  # given on the command line
+        setattr(args, key, _config_value(args.config, raw_key, value, action))
+
+
+def _config_value(path: str, key: str, value: Any, action: argparse.Action) -> Any:
+    from controller.errors import ConfigError
+
+    many = action.nargs in ("*", "+") or isinstance(action, argparse._AppendAction)
+    if many:
+        values = value if isinstance(value, list) else [value]
+        return [str(v) for v in values]
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"--config {path}: {key} must be true or false, got {value!r}")
+        return value
+    if action.type is not None:
+        try:
+            text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            return action.type(text)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            raise ConfigError(f"--config {path}: {key}: {exc}") from None
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from controller.commands.compare import limits_from
+    from controller.errors import UsageError
+
+    if args.config:
+        apply_config(args, args._parser)
+    if not args.models:
+        raise UsageError("nightly needs models: give MODEL arguments or `models:` in --config")
+    limits = limits_from(args)
+    if args.cooldown < 0 or args.window < 2:
+        raise UsageError("--cooldown must be >= 0 and --window >= 2")
+    os.makedirs(args.out, exist_ok=True)
+    handler = _log_to_file(args.log_file or os.path.join(args.out, LOG_NAME))
+    try:
+        with _nightly_lock(args.out, args.wait_lock):
+            return _nightly(args, limits)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _nightly(args: argparse.Namespace, limits) -> int:
+    import logging
+
+    from controller.commands.run import options_from
+    from controller.commands.selection import selected_devices
+    from controller.fleet.models import collect_models
+    from controller.history.nightly_runs import open_history_index
+
+    log = logging.getLogger("controller.nightly")
+    inventory, devices = selected_devices(args)
+    models = collect_models(args.models)
+    options = options_from(args)
+    log.info("nightly starting: %d model file(s) on %d device(s)", len(models), len(devices))
+    store, result = _execute(devices, models, options, inventory.path)
+    run_code = int(result.exit_code())
+    log.info("nightly %s: run finished (exit %d) in %s", store.run_id, run_code, store.root)
+    for name, status in result.failed.items():
+        log.warning("device %s failed (%s): %s", name, status.kind, status.reason)
+    index = open_history_index(args.out, getattr(args, "store", None))
+    try:
+        return _judge(args, limits, (devices, models, options), store, run_code, index)
+    finally:
+        if index is not None:
+            index.close()
+
+
+def _execute(devices, models, options, inventory_path: str):
+    """The fleet run of ``edgebench run`` (run.json ``kind: nightly``) with a live board on a terminal,
+    plain log lines otherwise."""
+    from rich.live import Live
+
+    from controller.console import console
+    from controller.fleet.run import execute
+    from controller.fleet.view import FleetBoard
+
+    err = console(stderr=True)
+    if not err.is_terminal:
+        return execute(devices, models, options, inventory_path, log_progress(), kind="nightly")
+    board = FleetBoard()
+    with Live(board, console=err, refresh_per_second=4, transient=False):
+        return execute(devices, models, options, inventory_path, board.update, kind="nightly")
+
+
+def log_progress():
+    """A progress callback that logs one line per device state change (no terminal needed)."""
+    import logging
+
+    log = logging.getLogger("controller.nightly.progress")
+    last: dict[str, tuple] = {}
+
+    def notify(status) -> None:
+        seen = (status.state, status.detail if status.state != "running" else "")
+        if last.get(status.name) != seen:
+            last[status.name] = seen
+            reason = f" ({status.kind}: {status.reason})" if status.reason else ""
+            log.info("%s: %s %s%s", status.name, status.state, status.detail, reason)
+    return notify
+
+
+def _judge(args: argparse.Namespace, limits, plan: tuple, store, run_code: int, index) -> int:
+    import json
+    import logging
+    import os
+    import sys
+
+    from controller.errors import EdgebenchError, ExitCode
+    from controller.fleet.store import load_run_info
+    from controller.history import nightly
+    from controller.history.nightly_runs import nightly_history, nightly_runs, utc
+
+    log = logging.getLogger("controller.nightly")
+    if index is not None:
+        try:
+            index.add_run(store.root, kind="nightly")
+        except EdgebenchError as exc:  # the run folder is complete; `edgebench history --rebuild` adds it
+            log.warning("nightly %s not added to the history index (%s); reading run folders", store.run_id, exc)
+            index = None
+    if run_code == ExitCode.NO_DEVICE:
+        log.error("nightly %s: no device reachable; nothing to compare", store.run_id)
+        return run_code
+    created = utc(load_run_info(store.root)["created"])
+    runs = nightly_runs(args.out, index)
+    earlier = [r for r in runs if r.run_id != store.run_id and r.created <= created]  # nightlies never overlap
+    remeasure = None if args.no_remeasure else _remeasure(plan, store)
+    outcome = nightly.evaluate(store.root, earlier, limits, remeasure, args.cooldown,
+                               nightly_history(runs, index), window=args.window)
+    code = int(ExitCode.REGRESSION) if outcome.confirmed_regressions else run_code
+    paths = list(nightly.write_outcome(outcome, code))
+    store.save_run_info(exit_code=code, nightly={"baseline": outcome.last_comparable,
+                                                 "confirmed_regressions": len(outcome.confirmed_regressions),
+                                                 "remeasure_dir": outcome.remeasure_dir})
+    paths += _report(store.root, outcome.last_comparable, args.out, getattr(args, "store", None))
+    for f in outcome.findings:
+        log.warning("%s %s %s %s/%s t%d: %s; re-measure: %s", "CONFIRMED" if f.confirmed else "not confirmed",
+                    f.verdict, f.device, f.model, f.variant, f.threads, "; ".join(f.reasons), f.remeasure_note)
+    log.info("nightly %s: exit %d; %s", store.run_id, code, ", ".join(paths))
+    if args.json:
+        sys.stdout.write(json.dumps({**outcome.to_dict(), "exit_code": code}, indent=2, default=str) + "\n")
+        return code
+    with open(paths[1], encoding="utf-8") as fh:
+        sys.stdout.write(fh.read())
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"run folder: {os.path.abspath(store.root)}")
+    return code
+
+
+def _remeasure(plan: tuple, store):
+    """The re-measure step: the given jobs again, on their devices only, in <run>/remeasure/."""
+    import dataclasses
+    import datetime
+    import logging
+
+    from controller.fleet.run import run_fleet
+    from controller.fleet.store import RunStore
+
+    devices, models, options = plan
+    log = logging.getLogger("controller.nightly")
+
+    def now() -> str:
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    def remeasure(keys: list[tuple[str, str, str, int]]) -> str:
+        wanted: dict[tuple[str, int], set[tuple[str, str]]] = {}
+        for device, model, variant, threads in keys:
+            # the fp32 sibling too: drift (cosine to fp32) is computed against it on the same device
+            wanted.setdefault((device, threads), set()).update({(model, variant), (model, "fp32")})
+        groups: dict[tuple[int, tuple], list[str]] = {}
+        for (device, threads), names in wanted.items():
+            groups.setdefault((threads, tuple(sorted(names))), []).append(device)
+        target = RunStore.create(store.root, {"kind": "remeasure", "of": store.run_id, "created": now()},
+                                 run_id="remeasure")
+        for (threads, names), group in sorted(groups.items()):
+            chosen_models = [m for m in models if (m.name, m.variant) in names]
+            chosen = [d for d in devices if d.name in group]
+            log.info("re-measuring %d model file(s) x %d thread(s) on %s", len(chosen_models), threads,
+                     ", ".join(group))
+            run_fleet(chosen, chosen_models, dataclasses.replace(options, threads=(threads,)), target,
+                      log_progress())
+        target.save_run_info(finished=now())
+        return target.root
+
+    return remeasure
+
+
+def _report(run_dir: str, baseline: str | None, out_dir: str, store_url: str | None) -> list[str]:
+    """The history engineer's report writer; skipped with a log line while it is not there yet."""
+    import logging
+
+    try:
+        from controller.history.report import write_report
+    except ImportError:  # TEMPORARY: until the history branch (report writer) is merged
+        logging.getLogger("controller.nightly").warning("report writer not available yet; no report written")
+        return []
+    from controller.errors import EdgebenchError
+
+    try:
+        return [str(p) for p in write_report(run_dir, baseline=baseline, out_dir=out_dir, store_url=store_url)]
+    except EdgebenchError as exc:  # regressions.json/.md are written already; the exit code stands
+        logging.getLogger("controller.nightly").warning("report not written: %s", exc)
+        return []
+
+
+def _log_to_file(path: str):
+    """Append INFO+ log lines with timestamps to ``path``; on stderr, INFO lines show too when stderr is
+    not a terminal (cron, systemd: plain lines instead of a live board)."""
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    level = root.level
+    for handler in root.handlers:
+        handler.setLevel(min(level, logging.INFO) if not sys.stderr.isatty() else level)
+    root.setLevel(min(level, logging.INFO))
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    return handler
+
+
+def _nightly_lock(out_dir: str, wait: float):
+    """The per-reports-folder lock (flock: freed by the kernel when its holder dies, so a killed nightly
+    never blocks the next). Raises NightlyBusyError (exit 3) when another nightly holds it."""
+    import contextlib
+    import os
+
+    from agent.errors import BusyError
+    from agent.lock import DeviceLock
+    from controller.errors import NightlyBusyError
+
+    path = os.path.join(out_dir, LOCK_NAME)
+    lock = DeviceLock(path, wait)
+    try:
+        lock.acquire()
+    except BusyError:
+        holder = _read(path)
+        raise NightlyBusyError(f"another nightly (pid {holder or '?'}) is running on {os.path.abspath(out_dir)} "
+                               f"(lock {path}); this one did not start. Raise --wait-lock to wait for it") from None
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    return held()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""

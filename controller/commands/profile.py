@@ -1,0 +1,101 @@
+"""``edgebench profile MODEL... [--device NAME] [--json]``: the latency of each op, measured on the device."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.job import RUNTIME_CHOICES
+from controller import defaults
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="per-op latency of a model on a device (single-op models fed with real intermediates)",
+        description="Cut every op of each MODEL into a model of its own, then on the device (this machine "
+        "without --device) time the whole model and each op alone, fed with the whole model's real "
+        "intermediate tensors, on the kernel the op runs on in the whole model (XNNPACK or the CPU). Prints "
+        "per op: index, type, p50 µs, share of the sum, delegated or not; per op type; and the sum of op "
+        "times next to the whole model's p50 (a sanity ratio). Several models (or a folder with "
+        "manifest.json: every variant) add a table of µs per op type and variant.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
+    p.add_argument("--device", metavar="NAME", help="profile on this device of the fleet file (default: here)")
+    p.add_argument("--devices", metavar="FILE", default=defaults.DEVICES_FILE,
+                   help=f"the fleet file (default {defaults.DEVICES_FILE})")
+    p.add_argument("--inventory", metavar="FILE", help="read the fleet from an Ansible inventory instead")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, help="runtime on this machine (default auto; on a "
+                   "device its runtime key)")
+    p.add_argument("--no-xnnpack", action="store_true", help="run the model and every op without XNNPACK")
+    p.add_argument("--inputs", metavar="FILE.npz", help="input data (the first sample is used); default "
+                   "seeded random values")
+    p.add_argument("--runs", type=int, default=50, help="whole model: at least this many timed runs (50)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="whole model: time at least this long (1)")
+    p.add_argument("--op-runs", type=int, default=20, help="each op: at least this many timed runs (20)")
+    p.add_argument("--op-min-seconds", type=float, default=0.05, help="each op: time at least this long (0.05)")
+    p.add_argument("--timeout", type=float, default=600.0, help="deadline of one model's profile, seconds (600)")
+    p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    p.add_argument("--json", action="store_true", help="print JSON: one model's summary object, or "
+                   '{"profiles": [...]} for several')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile every model; 0 when every profile ran, 1 when one failed (or the device did), 3 when the
+    device is unreachable, 130 interrupted (the one rule of :mod:`controller.fleet.group`)."""
+    import json
+    import os
+    import sys
+
+    from controller.console import console
+    from controller.errors import ExitCode, InputError, UsageError
+    from controller.fleet import profile_view as report
+    from controller.fleet.models import collect_models
+    from controller.fleet.profile import ProfileOptions, profile_device, profile_local
+
+    if args.threads < 1 or args.runs < 1 or args.op_runs < 1:
+        raise UsageError("--threads, --runs and --op-runs must be >= 1")
+    if args.min_seconds < 0 or args.op_min_seconds < 0 or args.timeout <= 0:
+        raise UsageError("--min-seconds and --op-min-seconds must be >= 0, --timeout > 0")
+    if args.inputs and not os.path.isfile(args.inputs):
+        raise InputError(f"--inputs {args.inputs}: no such file; give a .npy/.npz with the model's inputs")
+    models = collect_models(args.models)
+    options = ProfileOptions(runtime=args.runtime or "auto", xnnpack=not args.no_xnnpack,
+                             inputs=args.inputs, runs=args.runs, min_seconds=args.min_seconds,
+                             op_runs=args.op_runs, op_min_seconds=args.op_min_seconds, timeout=args.timeout)
+    targets = [(position, model, args.threads) for position, model in enumerate(models)]
+    if args.device:
+        from controller.commands.selection import selected_devices
+        from controller.fleet.agent_build import agent_zipapp
+        from controller.fleet.group import run_group
+
+        args.device, args.tag = [args.device], []
+        _, devices = selected_devices(args)
+        from controller.fleet.session import DeviceSession
+
+        session = DeviceSession(devices[0], args.agent or agent_zipapp())
+        group = run_group(devices, lambda device: profile_device(device, targets, options, session=session),
+                          on_interrupt=session.close, label="profile")
+        outcome = group.outcomes[devices[0].name]
+        if not outcome.ok:
+            console(stderr=True).print(f"[red]profile on {outcome.device} failed[/] ({outcome.kind}): "
+                                       f"{outcome.reason}", soft_wrap=True)
+            return int(group.exit_code())
+        docs = outcome.value
+    else:
+        docs = profile_local(targets, options)
+    summaries = [report.summarize(doc) for doc in docs]
+    if args.json:
+        out = summaries[0] if len(summaries) == 1 else {"profiles": summaries}
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    else:
+        con = console()
+        for summary in summaries:
+            if summary["ops"]:
+                con.print(report.ops_table(summary))
+                con.print(report.types_table(summary))
+            con.print(report.ratio_line(summary), soft_wrap=True, highlight=False)
+        if len(summaries) > 1:
+            con.print(report.variants_table(summaries))
+    return int(ExitCode.OK if all(d.get("status") == "ok" for d in docs) else ExitCode.PARTIAL)

@@ -1,0 +1,58 @@
+"""What ``edgebench run`` asks of a run, in one dataclass: a JobSpec template every job is made from
+(runs, warmup, seconds, timeout, seed, ...), the thread counts, eval data, drift thresholds and the
+fleet settings. Validated once, here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.errors import AgentError
+from agent.job import MAX_THREADS, JobSpec, check_seconds
+from controller import defaults
+from controller.errors import UsageError
+from controller.variants.scoring import Thresholds
+
+MAX_PARALLEL = 1024  #: devices worked on at once (a thread each)
+
+
+@dataclass
+class RunOptions:
+    """Everything ``edgebench run`` asks of a run (one dataclass travels, not a dozen arguments)."""
+
+    #: the measurement settings every job starts from (runs, warmup, seconds, timeout, seed ...); each
+    #: job is this template with its model, id and threads filled in
+    job: JobSpec = field(default_factory=lambda: JobSpec(model="", timeout=defaults.JOB_TIMEOUT))
+    threads: tuple[int, ...] = (1,)
+    eval_data: str | None = None  #: .npz with x (and y): outputs saved, accuracy computed
+    use_manifest_eval: bool = True  #: use a family's own eval set when --eval is not given
+    thresholds: Thresholds = field(default_factory=Thresholds)  #: when a variant counts as drifted
+    parallel: int = defaults.PARALLEL_DEVICES
+    out_dir: str = defaults.OUT_DIR
+    shuffle_seed: int | None = None
+    lock_timeout: float | None = None  #: overrides each device's lock_timeout
+    agent_pyz: str = ""
+    #: devices start measuring together, after all are prepared (when all run at once)
+    sync_start: bool = True
+    sync_start_timeout: float = defaults.SYNC_START_TIMEOUT
+
+    def __post_init__(self) -> None:
+        """Validate once, here at the controller (the agent validates again: it is a trust boundary).
+        Raises UsageError."""
+        try:
+            self.job.validate()
+        except AgentError as exc:
+            raise UsageError(f"bad measurement setting: {exc}") from exc
+        if not self.threads or min(self.threads) < 1 or max(self.threads) > MAX_THREADS:
+            raise UsageError(f"threads must be integers from 1 to {MAX_THREADS}, got {list(self.threads)}")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            raise UsageError(f"parallel must be between 1 and {MAX_PARALLEL}, got {self.parallel}")
+        if self.lock_timeout is not None:
+            try:
+                check_seconds("--lock-timeout", self.lock_timeout)
+            except AgentError as exc:
+                raise UsageError(str(exc)) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
