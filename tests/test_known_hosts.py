@@ -102,3 +102,12 @@ def test_nothing_listening_says_connection_refused(ssh_fleet, tmp_path, capsys):
     _, row, _ = check(tmp_path, capsys, dict(ssh_fleet.entries[0], port=free_port()))
     assert row["kind"] == "unreachable"
     assert "connection refused: nothing listens on that port" in row["reason"]
+
+
+def test_no_key_at_all_says_how_to_log_in(ssh_fleet, tmp_path, capsys, monkeypatch):
+    """Before: paramiko's 'No existing session' / 'No authentication methods available', kind unreachable."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* here
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # no agent
+    entry = {k: v for k, v in ssh_fleet.entries[0].items() if k != "identity_file"}
+    _, row, _ = check(tmp_path, capsys, entry)
+    assert row["kind"] == "auth" and "no key to log in with" in row["reason"], row
