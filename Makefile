@@ -42,6 +42,7 @@ agent: dist/edgebench-agent.pyz
 
 demo: $(VENV)/.stamp dist/edgebench-agent.pyz
 	$(BIN)/edgebench run models/demo
+	$(BIN)/edgebench report --last
 
 # System packages the tests use (sshd, chromium, postgresql, qemu-user-static, debootstrap ...): installed
 # with apt-get when root, otherwise one line says what to install.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,15 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 from agent import disk_full
+from agent.cpus import check_placement
 from agent.errors import DiskFullError, UsageError
-from agent.job import JobSpec
+from agent.job import JobSpec, check_job_id
 from agent.lock import DeviceLock
 from agent.regular_file import NotRegularFile, open_regular
 from agent.runner import RunnerOptions, run_job
 from agent.schema import write_json_atomic
 
 MAX_JOB_FILE_BYTES = 64 * 2**20  #: a job file is a few KiB per job
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 @dataclass
@@ -36,7 +35,8 @@ class BatchOptions:
     lock: str | None = None  #: flock this file for the whole batch (None: no lock)
     lock_timeout: float = 60.0
     shuffle_seed: int | None = None  #: shuffle the job order with this seed (None: file order)
-    cooldown: float = 0.0  #: seconds to sleep between two jobs
+    cooldown: float = 0.0  #: seconds to sleep between two jobs (a job's own longer cooldown wins)
+    cpus: str | None = None  #: placement of the jobs whose ``cpus`` is None
     runner: RunnerOptions = field(default_factory=RunnerOptions)
 
 
@@ -64,9 +64,10 @@ def load_jobs(path: str) -> list:
             spec = JobSpec.from_dict(item)
         except (UsageError, TypeError, ValueError) as exc:
             raise UsageError(f"job file {path}, job #{i}: {exc}") from exc
-        if not _ID.match(str(spec.id)):
-            raise UsageError(f"job file {path}, job #{i}: id {spec.id!r} must be 1-200 of A-Z a-z 0-9 . _ - "
-                             "(it names the result file)")
+        try:
+            check_job_id(spec.id)
+        except UsageError as exc:
+            raise UsageError(f"job file {path}, job #{i}: {exc}") from exc
         if spec.id in seen:
             raise UsageError(f"job file {path}: id {spec.id!r} is used twice; ids must be unique")
         seen.add(spec.id)
@@ -81,6 +82,10 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
     is not free within ``lock_timeout``. A failing job is a document, never an exception.
     """
     specs = load_jobs(options.jobs_file)
+    if options.cpus is not None:
+        check_placement(options.cpus)
+        for spec in specs:
+            spec.cpus = options.cpus if spec.cpus is None else spec.cpus
     out = Path(options.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +102,9 @@ def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict
     """Run ``order``; raise DiskFullError when the disk fills up (after emitting what was measured)."""
     docs = []
     for index, spec in enumerate(order):
-        if index and options.cooldown > 0:
-            time.sleep(options.cooldown)
+        cooldown = max(options.cooldown, spec.cooldown)
+        if index and cooldown > 0:
+            time.sleep(cooldown)
         emit({"event": "start", "id": spec.id, "index": index, "total": len(order), "time": time.time()})
         try:
             doc = run_job(spec, options.runner)
@@ -108,7 +114,7 @@ def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict
             _disk_full(emit, exc.filename or options.runner.tmp_root or tempfile.gettempdir(), exc,
                        "preparing the job", spec.id, None)
         doc["batch"] = {"index": index, "total": len(order), "shuffle_seed": options.shuffle_seed,
-                        "cooldown_s": options.cooldown}
+                        "cooldown_s": cooldown}
         path = out / f"{spec.id}.json"
         try:
             write_json_atomic(path, doc)

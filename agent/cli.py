@@ -16,16 +16,17 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
-from agent.job import MAX_THREADS, RUNTIME_CHOICES, JobSpec
+from agent.job import MAX_THREADS, RUNTIME_CHOICES, JobSpec, parse_input_shapes
 
 EPILOG = """exit codes:
   0   every job finished with status ok
   1   a result document was produced, but some job's status is error / crashed / timeout
   2   usage error (bad arguments, missing file, bad job file)
   3   no TFLite runtime can be imported (or not the one asked for)
-  4   the device lock could not be taken before its deadline
+  4   the device lock could not be taken before its deadline (daemon: another daemon owns the workdir)
   5   batch: the disk filled up; finished documents are kept (the last one inline in its "done" event),
       the rest of the batch was not run
+  6   daemon-client: no agent daemon answers on that workdir
   70  internal error (a bug in the agent)
 """
 
@@ -66,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                      help="which runtime measures (auto: ai-edge-litert, then tflite-runtime, then tensorflow)")
     run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
+    run.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="load this external delegate (with its "
+                     "options) through the runtime's load_delegate")
+    run.add_argument("--cpus", metavar="LIST|big|little|all", help="pin the measuring worker to these CPUs "
+                     "(a list like 0,2-3, or a cluster; default: no pinning)")
+    run.add_argument("--repeat", type=int, default=d.repeat,
+                     help=f"measure in this many fresh worker processes ({d.repeat}); p50 = median of theirs")
+    run.add_argument("--cooldown", type=float, default=d.cooldown,
+                     help=f"pause this long between the worker processes, seconds ({d.cooldown:g})")
+    run.add_argument("--run-delay", type=float, default=d.run_delay,
+                     help=f"pause this long between two timed inferences, seconds ({d.run_delay:g})")
     run.add_argument("--timeout", type=float, default=d.timeout, help=f"deadline of the worker, seconds ({d.timeout:g})")
     run.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs ({d.seed}; 0 to 2^32-1)")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
@@ -84,28 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--lock", metavar="PATH", help="flock this file while the batch runs")
     batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
     batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
-    batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0)")
+    batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0; a job's "
+                       "own cooldown wins when longer)")
+    batch.add_argument("--cpus", metavar="LIST|big|little|all", help="pin the jobs that do not say otherwise "
+                       "(job key cpus) to these CPUs")
     batch.add_argument("--stop-on-stdin-eof", action="store_true",
                        help="stop (like Ctrl-C) when standard input closes: the controller keeps it open, so "
                        "an SSH session that drops or a controller that gives up stops the batch and frees "
                        "the device lock")
 
+    daemon = sub.add_parser("daemon", help="run the agent daemon: a job queue on a Unix socket (mode 0600) in "
+                            "WORKDIR/daemon; it never listens on the network")
+    daemon.add_argument("--workdir", default="~/.cache/edgebench", help="its workdir (~/.cache/edgebench)")
+    daemon.add_argument("--lock", metavar="PATH", help="the device lock taken per job (default WORKDIR/lock, "
+                        "the one fleet runs give `batch --lock`)")
+    daemon.add_argument("--detach", action="store_true", help="start it in the background unless one already "
+                        "answers, wait until it does, print its status")
+    client = sub.add_parser("daemon-client", help="talk to the agent daemon: status, submit, result, cancel, "
+                            "watch, stop (JSON on stdout)", epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    from agent import daemon_client
+
+    daemon_client.add_arguments(client)
     return parser
-
-
-def _parse_shapes(items: list) -> dict:
-    shapes = {}
-    for item in items:
-        name, sep, dims = item.rpartition("=")
-        try:
-            values = [int(d) for d in dims.split(",")]
-        except ValueError:
-            values = []
-        if not sep or not name or not values or min(values) < 1:
-            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
-                             "seq=1,12,4")
-        shapes[name] = values
-    return shapes
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -124,13 +136,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except NotRegularFile as exc:
             raise UsageError(f"{label} file {exc}") from None
     runtimes.choose(args.runtime)  # NoRuntimeError (exit 3) before starting a worker
+    delegate, delegate_options = None, {}
+    if args.delegate:
+        from agent.delegation import parse_spec
+
+        try:
+            delegate, delegate_options = parse_spec(args.delegate)
+        except ValueError as exc:
+            raise UsageError(f"--delegate: {exc}") from exc
+        delegate = str(Path(delegate).resolve()) if Path(delegate).exists() else delegate
     spec = JobSpec(model=str(Path(args.model).resolve()), id=Path(args.model).stem, threads=args.threads,
                    runtime=args.runtime, xnnpack=not args.no_xnnpack, warmup=args.warmup,
                    warmup_min_seconds=args.warmup_min_seconds, runs=args.runs, min_seconds=args.min_seconds,
                    max_seconds=args.max_seconds, timeout=args.timeout, seed=args.seed,
                    inputs=str(Path(args.inputs).resolve()) if args.inputs else None,
-                   input_shapes=_parse_shapes(args.input_shape),
-                   save_outputs=str(Path(args.save_outputs).resolve()) if args.save_outputs else None)
+                   input_shapes=parse_input_shapes(args.input_shape),
+                   save_outputs=str(Path(args.save_outputs).resolve()) if args.save_outputs else None,
+                   cpus=args.cpus, repeat=args.repeat, cooldown=args.cooldown, run_delay=args.run_delay,
+                   delegate=delegate, delegate_options=delegate_options)
     spec.validate()
     doc = run_job(spec)
     if args.json:
@@ -169,14 +192,33 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         _watch_stdin()
     options = BatchOptions(jobs_file=args.jobs, out_dir=args.out, lock=args.lock,
                            lock_timeout=args.lock_timeout, shuffle_seed=args.shuffle_seed,
-                           cooldown=args.cooldown)
+                           cooldown=args.cooldown, cpus=args.cpus)
     docs = run_batch(options, emit)
     _BATCH_DONE.set()
     # A job the device cannot run (no_runtime included) is data in its document: 1, never 3, for batch.
     return ExitCode.OK if all(d["status"] == "ok" for d in docs) else ExitCode.JOB_FAILED
 
 
-COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch}
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from agent import daemon_client
+
+    if args.detach:
+        daemon_client.print_line(json.dumps(daemon_client.start_detached(args.workdir, args.lock)))
+        return ExitCode.OK
+    from agent.daemon import Daemon, DaemonOptions
+
+    logging.getLogger("agent.daemon").setLevel(logging.INFO)
+    return Daemon(DaemonOptions(workdir=args.workdir, lock=args.lock)).serve()
+
+
+def _cmd_daemon_client(args: argparse.Namespace) -> int:
+    from agent import daemon_client
+
+    return daemon_client.run(args, daemon_client.print_line)
+
+
+COMMANDS = {"run": _cmd_run, "info": _cmd_info, "batch": _cmd_batch, "daemon": _cmd_daemon,
+            "daemon-client": _cmd_daemon_client}
 
 
 _BATCH_DONE = threading.Event()  #: set once the batch is done: a late EOF must not turn its result into 130

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.cpus import check_placement
 from agent.errors import UsageError
 
 RUNTIME_CHOICES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  #: a job id names its result files
+
+
+def check_job_id(job_id: object) -> str:
+    """``job_id`` if it is 1-200 of ``A-Z a-z 0-9 . _ -`` (it names files); raises UsageError otherwise."""
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise UsageError(f"id {job_id!r} must be 1-200 of A-Z a-z 0-9 . _ - (it names the result file)")
+    return job_id
 
 
 @dataclass
@@ -36,6 +46,13 @@ class JobSpec:
     inputs: str | None = None  #: .npy/.npz of float (or exact-dtype) input data
     input_shapes: dict[str, list[int]] = field(default_factory=dict)  #: resize of dynamic inputs
     save_outputs: str | None = None  #: .npz path: outputs of the inputs file (or of the random input)
+    # Placement and repeats (schema v2): see agent/cpus.py and agent/repeats.py.
+    cpus: str | None = None  #: all | big | little | a CPU list "0,2-3"; None = no pinning
+    repeat: int = 1  #: measure in this many fresh worker processes; headline p50 = median of their p50s
+    cooldown: float = 0.0  #: seconds of pause before each worker process but the first (and between jobs)
+    run_delay: float = 0.0  #: seconds of pause between two timed invocations (benchmark_model's run_delay)
+    delegate: str | None = None  #: path of an external delegate library (.so) on the device
+    delegate_options: dict[str, str] = field(default_factory=dict)  #: its key=value options
     #: per-op profile plan (agent/profile.py): single-op models to time after the whole model, or None
     profile: dict[str, Any] | None = None
     # Free-form labels the controller wants echoed back (variant, model name, sha256 ...).
@@ -74,6 +91,13 @@ class JobSpec:
             check_seconds(name, getattr(self, name))
         if self.timeout <= 0:
             raise UsageError(f"timeout must be > 0 seconds, got {self.timeout:g}")
+        check_placement(self.cpus)
+        for name in ("cooldown", "run_delay"):
+            check_seconds(name, getattr(self, name))
+        if self.delegate is not None and not str(self.delegate).strip():
+            raise UsageError("delegate must be the path of a delegate library, got an empty string")
+        if not isinstance(self.delegate_options, dict):
+            raise UsageError(f"delegate_options must be an object of key: value, got {self.delegate_options!r}")
         if self.profile is not None:
             from agent.profile import check_plan
 
@@ -87,17 +111,36 @@ MAX_THREADS = 256
 MAX_RUNS = 10**9  #: more than max_seconds lets run on any board; the loop stops at max_seconds anyway
 MAX_SECONDS = 7 * 24 * 3600.0
 MAX_SEED = 2**32 - 1
-INT_RANGES = {"threads": (1, MAX_THREADS), "warmup": (0, MAX_RUNS), "runs": (1, MAX_RUNS), "seed": (0, MAX_SEED)}
+MAX_REPEAT = 1000  #: fresh worker processes per job
+INT_RANGES = {"threads": (1, MAX_THREADS), "warmup": (0, MAX_RUNS), "runs": (1, MAX_RUNS), "seed": (0, MAX_SEED),
+              "repeat": (1, MAX_REPEAT)}
 SECONDS_SETTINGS = ("warmup_min_seconds", "min_seconds", "max_seconds", "timeout")
 
 
 def check_seconds(name: str, value: object) -> None:
     """Raise UsageError naming ``name`` unless ``value`` is a finite number of seconds in [0, MAX_SECONDS]
     (NaN, infinity, negative, huge and non-numbers are refused). The one rule for every duration the agent
-    takes (job settings, ``batch --lock-timeout`` / ``--cooldown``)."""
+    takes (job settings incl. cooldown / run_delay, ``batch --lock-timeout`` / ``--cooldown``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value):
         raise UsageError(f"{name} must be a finite number of seconds, got {value}")
     if not 0 <= value <= MAX_SECONDS:
         raise UsageError(f"{name} must be between 0 and {MAX_SECONDS:g} seconds, got {value:g}")
+
+
+def parse_input_shapes(items: list) -> dict[str, list[int]]:
+    """``["seq=1,12,4", ...]`` (``--input-shape``) -> ``{"seq": [1, 12, 4]}``. Raises UsageError naming the
+    bad item and the form."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            values = [int(d) for d in dims.split(",")]
+        except ValueError:
+            values = []
+        if not sep or not name or not values or min(values) < 1:
+            raise UsageError(f"--input-shape {item!r}: give NAME=d1,d2,... with positive integers, e.g. "
+                             "seq=1,12,4")
+        shapes[name] = values
+    return shapes

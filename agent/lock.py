@@ -50,7 +50,7 @@ class DeviceLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = self._holder()
+                    holder = self.holder()
                     f.close()
                     raise BusyError(f"the device lock {self.path} is held by {holder} and was not released "
                                     f"within {self.timeout:g} s: another controller is measuring on this "
@@ -62,7 +62,14 @@ class DeviceLock:
         f.flush()
         self._file = f
 
-    def _holder(self) -> str:
+    def fileno(self) -> int:
+        """The held lock file's descriptor (a child given it keeps the lock held while it lives)."""
+        if self._file is None:
+            raise ValueError("the lock is not held")
+        return self._file.fileno()
+
+    def holder(self) -> str:
+        """Who holds the lock, in words ("pid 123"), from the pid its holder wrote into the file."""
         try:
             pid = self.path.read_text().strip()
         except OSError:

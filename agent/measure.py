@@ -57,6 +57,31 @@ def timed_loop(invoke: Callable[[], object], runs: int, min_seconds: float, max_
             return Loop(samples, t1 - start, STOP_CAP)
 
 
+def paced_loop(invoke: Callable[[], object], runs: int, min_seconds: float, max_seconds: float, delay_s: float,
+               clock: Callable[[], int] = time.perf_counter_ns,
+               sleep: Callable[[float], None] = time.sleep) -> Loop:
+    """:func:`timed_loop` with a pause of ``delay_s`` between two invocations (benchmark_model's
+    ``run_delay``: a model run now and then, not back to back). The pause is outside the two clock reads
+    of a sample; the stopping rule counts wall time, pauses included. Used only when ``delay_s > 0``, so
+    the default loop has nothing but ``invoke()`` between its clock reads and no pause either."""
+    samples = array("q")
+    if runs <= 0 and min_seconds <= 0:
+        return Loop(samples, 0, STOP_RUNS)
+    start = clock()
+    min_end = start + int(min_seconds * 1e9)
+    max_end = start + int(max_seconds * 1e9)
+    while True:
+        t0 = clock()
+        invoke()
+        t1 = clock()
+        samples.append(t1 - t0)
+        if len(samples) >= runs and t1 >= min_end:
+            return Loop(samples, t1 - start, STOP_RUNS)
+        if t1 >= max_end:
+            return Loop(samples, t1 - start, STOP_CAP)
+        sleep(delay_s)
+
+
 def percentile(sorted_values: list, q: float) -> float:
     """The q-th percentile (0..100) of already sorted values, interpolating linearly between the two
     nearest ranks (numpy's default "linear" method). Raises ValueError on an empty list."""

@@ -14,6 +14,25 @@ from pathlib import Path
 
 _CPU = Path("/sys/devices/system/cpu/cpu0/cpufreq")
 _THERMAL = Path("/sys/class/thermal")
+#: Where sysfs readers that take a root look by default. Set EDGEBENCH_AGENT_SYSFS_ROOT to read a sysfs
+#: tree mounted elsewhere (a container with the host's /sys bind-mounted; the tests' board-shaped trees).
+SYSFS_ROOT_ENV = "EDGEBENCH_AGENT_SYSFS_ROOT"
+
+
+def sysfs_root() -> Path:
+    """The root under which ``sys/devices/...`` and ``sys/class/...`` are read ("/" unless
+    EDGEBENCH_AGENT_SYSFS_ROOT says otherwise)."""
+    return Path(os.environ.get(SYSFS_ROOT_ENV) or "/")
+
+
+def read_text(path: Path) -> str | None:
+    """The stripped text of ``path``, or None when it cannot be read (missing, permission, not text)."""
+    return _read(path)
+
+
+def read_int(path: Path) -> int | None:
+    """The integer in ``path``, or None when it is missing or not an integer."""
+    return _int(_read(path))
 
 
 def _read(path: Path) -> str | None:
@@ -50,11 +69,21 @@ def governor() -> str | None:
     return _read(_CPU / "scaling_governor")
 
 
+def cpufreq_reading(cpufreq: Path) -> tuple:
+    """(MHz, source) of one CPU's cpufreq folder: the hardware's ``cpuinfo_cur_freq`` when readable
+    (often root only), else the governor's ``scaling_cur_freq``; (None, None) without cpufreq."""
+    for source in ("cpuinfo_cur_freq", "scaling_cur_freq"):
+        khz = _int(_read(cpufreq / source))
+        if khz:
+            return round(khz / 1000), source
+    return None, None
+
+
 def freq_mhz() -> int | None:
     """Current frequency of cpu0 in MHz (cpufreq), else the ``cpu MHz`` line of /proc/cpuinfo."""
-    khz = _int(_read(_CPU / "scaling_cur_freq"))
-    if khz:
-        return round(khz / 1000)
+    mhz, _ = cpufreq_reading(_CPU)
+    if mhz:
+        return mhz
     for line in (_read(Path("/proc/cpuinfo")) or "").splitlines():
         if line.startswith("cpu MHz"):
             try:
@@ -66,16 +95,22 @@ def freq_mhz() -> int | None:
 
 def temperature_c() -> float | None:
     """Highest thermal zone temperature in degrees C (CPU zones on boards), or None without zones."""
-    temps = []
+    return hottest_zone(_THERMAL)[0]
+
+
+def hottest_zone(thermal: Path) -> tuple:
+    """(degrees C, zone type) of the hottest sane zone under ``thermal`` (a /sys/class/thermal folder),
+    or (None, None) without readable zones. Readings outside -40..150 C are ignored (broken sensors)."""
+    best: tuple = (None, None)
     try:
-        zones = sorted(_THERMAL.glob("thermal_zone*"))[:64]
+        zones = sorted(thermal.glob("thermal_zone*"))[:64]
     except OSError:
-        return None
+        return best
     for zone in zones:
         milli = _int(_read(zone / "temp"))
-        if milli is not None and -40_000 < milli < 150_000:
-            temps.append(milli / 1000.0)
-    return max(temps) if temps else None
+        if milli is not None and -40_000 < milli < 150_000 and (best[0] is None or milli / 1000.0 > best[0]):
+            best = (milli / 1000.0, _read(zone / "type") or zone.name)
+    return best
 
 
 def mem_total_kb() -> int | None:
@@ -127,6 +162,18 @@ def memory_kb() -> dict:
         peak = getattr(info, "peak_wset", None)
         return {"rss_kb": info.rss // 1024, "peak_kb": peak // 1024 if peak else _ru_maxrss_kb()}
     return {"rss_kb": None, "peak_kb": _ru_maxrss_kb()}
+
+
+def reset_peak() -> int | None:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: write 5 to
+    /proc/self/clear_refs) and return that RSS in KiB; None where the kernel does not allow it (then the
+    peak is not reset)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return memory_kb()["rss_kb"]
 
 
 def _has_psutil() -> bool:

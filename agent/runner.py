@@ -20,11 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import agent
-from agent import modelfile, probes, schema
+from agent import modelfile, probes, repeats, schema
 from agent.job import JobSpec
 
 STDERR_TAIL_CHARS = 3000
@@ -38,6 +40,11 @@ class RunnerOptions:
     python: str = field(default_factory=lambda: sys.executable)  #: interpreter for the worker
     extra_env: dict = field(default_factory=dict)  #: added to the worker's environment
     tmp_root: str | None = None  #: where the per-job scratch folder goes (default: system temp)
+    #: called with the worker's pid as soon as it started (the daemon records it to find an orphan)
+    on_start: Callable[[int], None] | None = None
+    #: file descriptors the worker inherits; the daemon passes its device-lock file so the lock stays
+    #: held while an orphaned worker (its daemon SIGKILLed) still measures
+    pass_fds: tuple = ()
 
 
 def agent_root() -> str:
@@ -56,14 +63,27 @@ def worker_command(python: str, job_file: str, result_file: str) -> list:
     return [python, "-c", boot, job_file, result_file]
 
 
-def run_job(spec: JobSpec, options: RunnerOptions | None = None) -> dict:
-    """Run ``spec`` in a fresh worker process and return its result document (schema_version 1).
+def run_job(spec: JobSpec, options: RunnerOptions | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Run ``spec`` in ``spec.repeat`` fresh worker processes, one after the other with ``spec.cooldown``
+    seconds between them, and return the combined result document (schema_version 2; see
+    :func:`agent.repeats.combine`).
 
     Never raises for a bad model, a crash or a hang: those are documents with status error / crashed /
     timeout. Raises OSError only when the worker cannot be started at all (e.g. ``options.python``
     does not exist) and KeyboardInterrupt after killing the worker.
     """
     options = options or RunnerOptions()
+    docs = []
+    for index in range(max(1, int(spec.repeat))):
+        if index and spec.cooldown > 0:
+            sleep(spec.cooldown)
+        docs.append(_run_worker(spec, options))
+    return repeats.combine(docs)
+
+
+def _run_worker(spec: JobSpec, options: RunnerOptions) -> dict:
+    """One worker process for ``spec``: its classified document."""
     scratch = Path(tempfile.mkdtemp(prefix="edgebench-job-", dir=options.tmp_root))
     try:
         job_file, result_file = scratch / "job.json", scratch / "result.json"
@@ -74,7 +94,13 @@ def run_job(spec: JobSpec, options: RunnerOptions | None = None) -> dict:
         with open(stderr_path, "wb") as stderr, open(scratch / "stdout.txt", "wb") as stdout:
             proc = subprocess.Popen(worker_command(options.python, str(job_file), str(result_file)),
                                     stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
-                                    start_new_session=True)
+                                    start_new_session=True, pass_fds=options.pass_fds)
+            if options.on_start is not None:
+                try:
+                    options.on_start(proc.pid)
+                except BaseException:
+                    _kill_group(proc)
+                    raise
             timed_out = _wait(proc, spec.timeout)
         tail = _tail(stderr_path)
         return _document(spec, proc.returncode, timed_out, result_file, tail)

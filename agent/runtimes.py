@@ -5,8 +5,8 @@ Discovery order for ``auto``: ai-edge-litert, then tflite-runtime, then TensorFl
 so ``info`` and ``--help`` stay cheap; :func:`load` imports the runtime (in the worker process).
 
 XNNPACK is the default delegate of all three; ``xnnpack=False`` asks for
-``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``. Which delegates were *actually* applied is read
-after ``allocate_tensors()`` from the execution plan (a ``DELEGATE`` node replaces the delegated ops).
+``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``. External delegates load through the runtime's
+``load_delegate`` (:mod:`agent.delegation`, which also counts what the delegates took).
 """
 
 from __future__ import annotations
@@ -95,15 +95,19 @@ class LoadedRuntime:
     version: str | None
     interpreter_class: Callable[..., Any]
     no_default_delegates: Any  #: the OpResolverType value that disables XNNPACK, or None
+    load_delegate: Callable[..., Any] | None = None  #: the runtime's load_delegate(library, options)
 
-    def interpreter(self, model_path: str, num_threads: int, xnnpack: bool) -> Any:
-        """Construct an Interpreter for ``model_path`` (not yet allocated). The runtime may raise."""
+    def interpreter(self, model_path: str, num_threads: int, xnnpack: bool, delegates: list | None = None) -> Any:
+        """Construct an Interpreter for ``model_path`` (not yet allocated) with the external ``delegates``
+        (objects of :attr:`load_delegate`) applied. The runtime may raise."""
         kwargs: dict = {"model_path": model_path, "num_threads": num_threads}
         if not xnnpack:
             if self.no_default_delegates is None:
                 raise JobFailed("runtime_error", f"{self.spec.name} {self.version} cannot turn the default "
                                 "XNNPACK delegate off; run with XNNPACK or use another runtime")
             kwargs["experimental_op_resolver_type"] = self.no_default_delegates
+        if delegates:
+            kwargs["experimental_delegates"] = list(delegates)
         return self.interpreter_class(**kwargs)
 
 
@@ -119,15 +123,17 @@ def load(spec: RuntimeSpec) -> LoadedRuntime:
         lite = module.lite
         interpreter_class = lite.Interpreter
         resolver = getattr(getattr(lite, "experimental", None), "OpResolverType", None)
+        load_delegate = getattr(getattr(lite, "experimental", None), "load_delegate", None)
         version = getattr(module, "__version__", None)
     else:
         interpreter_class = module.Interpreter
         resolver = getattr(module, "OpResolverType", None)
+        load_delegate = getattr(module, "load_delegate", None)
         package = importlib.import_module(spec.module.split(".")[0])
         version = getattr(package, "__version__", None)
     version = version or distribution_version(spec)  # metadata only as a fallback: it imports email & co
     no_default = getattr(resolver, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None) if resolver else None
-    return LoadedRuntime(spec, version, interpreter_class, no_default)
+    return LoadedRuntime(spec, version, interpreter_class, no_default, load_delegate)
 
 
 def load_requested(requested: str) -> LoadedRuntime:
@@ -148,14 +154,3 @@ def load_requested(requested: str) -> LoadedRuntime:
         except JobFailed as exc:
             failures.append(str(exc))
     raise JobFailed("no_runtime", "no installed TFLite runtime imports: " + " | ".join(failures))
-
-
-def applied_delegates(interpreter: Any) -> list[str] | None:
-    """Delegates applied to an allocated interpreter: ["XNNPACK"] when the execution plan holds a
-    DELEGATE node (XNNPACK is the only default delegate), [] when not, None when the runtime does
-    not expose its execution plan."""
-    details = getattr(interpreter, "_get_ops_details", None)
-    if details is None:
-        return None
-    ops = details()
-    return ["XNNPACK"] if any(op.get("op_name") == "DELEGATE" for op in ops) else []

@@ -1,21 +1,39 @@
 """The result document: versioned JSON that crosses the wire from agent to controller.
 
-History of SCHEMA_VERSION (readers refuse newer versions, migrate older ones):
+History of SCHEMA_VERSION (readers refuse newer versions, migrate older ones with :func:`upgrade`):
   1 - first version: status, error, job, model, runtime, timing, memory, env (DESIGN.md).
+  2 - numbers you can trust on a real board: ``flags`` (noisy / throttled / partial, the controller
+      adds drift), ``processes`` (one summary per worker process; ``timing.p50_ms`` is the median of
+      their p50s), ``memory.model_peak_kb`` / ``model_baseline_kb``, ``energy``, ``state`` (machine
+      state before/after for the job's CPUs), ``canary``, ``env.affinity`` / ``env.cluster`` /
+      ``env.cpus_requested``, ``runtime.delegate`` / ``delegate_options`` / ``delegation``,
+      ``timing.process_count`` / ``between_process_cv``. Version-1 documents migrate with these keys
+      None / [] (flags derived from timing.noisy and stop_reason) and ``migrated_from: 1``.
 """
 
 import contextlib
+import copy
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from agent.errors import SchemaError
+
+SCHEMA_VERSION = 2
 
 STATUSES = ("ok", "error", "timeout", "crashed")
 
 # Top-level keys every consumer may rely on. More may be added freely; renaming one needs a bump.
-TOP_LEVEL_KEYS = ("schema_version", "status", "error", "job", "model", "runtime", "timing", "memory", "env")
+TOP_LEVEL_KEYS = ("schema_version", "status", "error", "job", "model", "runtime", "timing", "memory", "env",
+                  "flags", "processes", "energy", "state", "canary")
+
+# flags: what a reader must not miss about an "ok" number.
+FLAG_NOISY = "noisy"  #: std/mean >= 10 % within a process, or between processes (pyperf's rule)
+FLAG_THROTTLED = "throttled"  #: the throttle canary ran > 1.10x slower after the job, or firmware bits
+FLAG_PARTIAL = "partial"  #: the max_seconds cap stopped the timed runs before runs / min_seconds
+FLAG_DRIFT = "drift"  #: added by the controller: accuracy vs fp32 past its threshold
+FLAGS = (FLAG_NOISY, FLAG_THROTTLED, FLAG_PARTIAL, FLAG_DRIFT)
 
 # error.kind values the agent produces (consumers may see others later; treat unknown as generic):
 #   "not_a_model"       file is not a TFLite flatbuffer / is truncated / names a tensor in invalid UTF-8 /
@@ -33,11 +51,21 @@ TOP_LEVEL_KEYS = ("schema_version", "status", "error", "job", "model", "runtime"
 #   "timeout"           worker passed its deadline (status "timeout")
 #   "worker_failed"     worker exited without writing a document
 #   "disk_full"         the device's disk filled up while the job wrote its outputs (message: free space, fix)
+#   "bad_placement"     the job's cpus name CPUs this device does not have online   (v2)
+#   "delegate_load"     the external delegate library is missing / not a delegate  (v2)
+#   "delegate_rejected" the delegate failed to prepare the model                    (v2)
+#   "cancelled"         agent daemon: cancelled by a client (daemon-client cancel)
+#   "daemon_died"       agent daemon: the daemon died while the job measured (status "crashed"; not re-run)
 
 TIMING_KEYS = ("init_ms", "first_inference_ms", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms",
-               "p90_ms", "p99_ms", "warmup_count", "warmup_ms", "noisy", "stop_reason", "samples_us")
-MEMORY_KEYS = ("rss_before_load_kb", "rss_after_init_kb", "peak_rss_kb")
-RUNTIME_KEYS = ("name", "version", "module", "num_threads", "xnnpack_requested", "delegates")
+               "p90_ms", "p99_ms", "warmup_count", "warmup_ms", "noisy", "stop_reason", "samples_us",
+               "process_count", "between_process_cv")
+MEMORY_KEYS = ("rss_before_load_kb", "rss_after_init_kb", "peak_rss_kb", "model_peak_kb", "model_baseline_kb")
+RUNTIME_KEYS = ("name", "version", "module", "num_threads", "xnnpack_requested", "delegates", "delegate",
+                "delegate_options", "delegation")
+ENERGY_KEYS = ("mj_per_inference", "source", "idle_mw", "active_mw", "inferences", "seconds", "reason")
+CANARY_KEYS = ("before_us", "after_us", "ratio", "throttled")
+ENV_V2_KEYS = ("affinity", "cluster", "cpus_requested")
 
 
 def new_document(job: dict, model_path: str, env: dict) -> dict:
@@ -47,6 +75,9 @@ def new_document(job: dict, model_path: str, env: dict) -> dict:
     job has the same columns as a good one. Standard library only (the runner builds documents for
     crashed / timed-out workers without numpy).
     """
+    env = dict(env)
+    for key in ENV_V2_KEYS:
+        env.setdefault(key, None)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "error",
@@ -57,9 +88,67 @@ def new_document(job: dict, model_path: str, env: dict) -> dict:
         "timing": {key: None for key in TIMING_KEYS},
         "memory": {key: None for key in MEMORY_KEYS},
         "env": env,
+        "flags": [],
+        "processes": [],
+        "energy": {key: None for key in ENERGY_KEYS},
+        "state": {"before": None, "after": None},
+        "canary": {key: None for key in CANARY_KEYS},
         "warnings": [],
         "outputs_file": None,
     }
+
+
+def add_flag(doc: dict, flag: str) -> None:
+    """Add ``flag`` (one of FLAGS) to ``doc["flags"]`` once, keeping FLAGS order. Raises ValueError for
+    an unknown flag."""
+    if flag not in FLAGS:
+        raise ValueError(f"unknown flag {flag!r}; flags are {FLAGS}")
+    present = set(doc.setdefault("flags", [])) | {flag}
+    doc["flags"] = [f for f in FLAGS if f in present]
+
+
+def upgrade(doc: Any) -> dict:
+    """``doc`` as a current-version document (a new dict; ``doc`` is left alone).
+
+    Version-1 documents gain every version-2 key (None / [] / empty sections), flags derived from what
+    they recorded (``timing.noisy`` -> noisy, ``stop_reason`` max_seconds -> partial) and
+    ``migrated_from: 1``. Raises SchemaError for something that is not a result document and for a
+    newer schema_version (naming it and what to do).
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("schema_version"), int) or isinstance(
+            doc.get("schema_version"), bool):
+        raise SchemaError("not an edgebench result document (no integer schema_version)")
+    version = doc["schema_version"]
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"result document has schema_version {version}, newer than this edgebench reads "
+                          f"({SCHEMA_VERSION}); upgrade edgebench on the controller")
+    if version < 1:
+        raise SchemaError(f"result document has schema_version {version}; versions start at 1")
+    out = copy.deepcopy(doc)
+    if version == 1:
+        out = _from_v1(out)
+    return out
+
+
+def _from_v1(doc: dict) -> dict:
+    for section, keys in (("timing", TIMING_KEYS), ("memory", MEMORY_KEYS), ("runtime", RUNTIME_KEYS)):
+        part = doc.get(section) if isinstance(doc.get(section), dict) else {}
+        doc[section] = {**{key: None for key in keys}, **part}
+    env = doc.get("env") if isinstance(doc.get("env"), dict) else {}
+    doc["env"] = {**{key: None for key in ENV_V2_KEYS}, **env}
+    doc["flags"] = []
+    timing = doc["timing"]
+    if timing.get("noisy"):
+        add_flag(doc, FLAG_NOISY)
+    if timing.get("stop_reason") == "max_seconds":
+        add_flag(doc, FLAG_PARTIAL)
+    doc["processes"] = []
+    doc["energy"] = {**{key: None for key in ENERGY_KEYS}, "reason": "not measured (schema version 1)"}
+    doc["state"] = {"before": None, "after": None}
+    doc["canary"] = {key: None for key in CANARY_KEYS}
+    doc["schema_version"] = SCHEMA_VERSION
+    doc["migrated_from"] = 1
+    return doc
 
 
 def set_error(doc: dict, status: str, kind: str, message: str, stderr_tail: str = "") -> dict:

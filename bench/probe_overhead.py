@@ -1,9 +1,13 @@
 """How much does the agent itself cost? Three ratios, written to bench/results/probe_overhead.json.
 
-1. latency: the agent's p50 (``agent.runner.run_job``, a fresh worker) over the p50 of a bare loop of
-   ``interpreter.invoke()`` timed with ``perf_counter_ns`` in a fresh process — on a ~50 us model and a
-   ~2.5 ms model. Rounds alternate agent / bare so drift hits both; the ratio is the median of the paired
-   rounds' p50 ratios (both p50s interpolated the same way). Target <= 1.01.
+1. latency: the agent's p50 (``agent.runner.run_job``, a fresh worker, pinned with the job's ``cpus``,
+   with its throttle canaries and machine-state snapshots around the timed loop) over the p50 of a bare
+   loop of ``interpreter.invoke()`` timed with ``perf_counter_ns`` in a fresh process on the same CPU —
+   on a ~50 us model and a ~2.5 ms model. Rounds alternate agent / bare so drift hits both; the ratio is
+   the median of the paired rounds' p50 ratios (both p50s interpolated the same way). Target <= 1.01:
+   pinning, canaries and snapshots add nothing inside the timed loop.
+   Also: what the canary (twice per job) and the state snapshot (twice per job) cost per job, outside
+   the timed loop, measured here in this process on the same CPU.
 2. memory: the agent worker's peak RSS (VmHWM) minus that of a bare script that only imports the runtime,
    loads and allocates the model and invokes it once. Target <= +10 MB.
 3. cold start: wall time of ``python -m agent --help`` and ``python -m agent info`` over that of
@@ -27,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from agent import canary, state
 from agent.build import build
 from agent.job import JobSpec
 from agent.runner import run_job
@@ -90,20 +95,22 @@ def _python(code: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _agent(model: Path) -> dict:
+def _agent(model: Path, cpu: int) -> dict:
     spec = JobSpec(model=str(model), runs=1, min_seconds=MEASURE_S, warmup=1, warmup_min_seconds=WARMUP_S,
-                   runtime="ai-edge-litert", threads=1, timeout=DEADLINE_S)
+                   runtime="ai-edge-litert", threads=1, timeout=DEADLINE_S, cpus=str(cpu))
     doc = run_job(spec)
     if doc["status"] != "ok":
         raise RuntimeError(f"agent job on {model} failed: {doc['error']}")
+    if doc["env"]["affinity"] != [cpu] or doc["canary"]["ratio"] is None or doc["state"]["after"] is None:
+        raise RuntimeError(f"the agent job was not pinned to CPU {cpu} with its canary and snapshots: {doc['env']}")
     return doc
 
 
-def latency_and_memory(name: str, model: Path) -> dict:
+def latency_and_memory(name: str, model: Path, cpu: int) -> dict:
     """ROUNDS paired rounds (agent, then bare, back to back); the ratio is the median of the paired ratios."""
     agent_p50, bare_p50, agent_peak, counts = [], [], [], []
     for _ in range(ROUNDS):
-        doc = _agent(model)
+        doc = _agent(model, cpu)
         agent_p50.append(doc["timing"]["p50_ms"] * 1e6)
         agent_peak.append(doc["memory"]["peak_rss_kb"])
         bare = _python(BARE_LOOP, str(model), str(WARMUP_S), str(MEASURE_S))
@@ -127,6 +134,24 @@ def latency_and_memory(name: str, model: Path) -> dict:
     }
 
 
+def around_the_loop(cpu: int, repeats: int) -> dict:
+    """What a job spends outside its timed loop on the new probes: the canary and the state snapshot
+    (each taken before and after the job), median of ``repeats`` timings on ``cpu``."""
+    root = Path("/")
+    canary_us, snapshot_us = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        canary.measure()
+        t1 = time.perf_counter_ns()
+        state.snapshot([cpu], root)
+        t2 = time.perf_counter_ns()
+        canary_us.append((t1 - t0) / 1000)
+        snapshot_us.append((t2 - t1) / 1000)
+    per_job_ms = 2 * (statistics.median(canary_us) + statistics.median(snapshot_us)) / 1000
+    return {"canary_us": statistics.median(canary_us), "snapshot_us": statistics.median(snapshot_us),
+            "per_job_ms": per_job_ms, "repeats": repeats}
+
+
 def _wall(argv: list) -> float:
     times = []
     for _ in range(COLD_REPEATS):
@@ -145,20 +170,29 @@ def cold_start(python: str, entry: list) -> dict:
             "agent_info_s": info_s, "help_ratio": help_s / import_s, "info_ratio": info_s / import_s}
 
 
-def main() -> int:
+def main(argv: list | None = None) -> int:
+    """``--smoke``: one short round on the tiny model, no cold-start part, results to a temp file (checks
+    that the script runs; its figures mean nothing)."""
+    global ROUNDS, WARMUP_S, MEASURE_S, COLD_REPEATS
+    smoke = "--smoke" in (sys.argv[1:] if argv is None else argv)
+    if smoke:
+        ROUNDS, WARMUP_S, MEASURE_S, COLD_REPEATS = 1, 0.05, 0.1, 1
     models = ensure_models()
     started = time.time()
-    # Agent workers and bare loops inherit this: all on one CPU, so neither gains from migrations.
+    # Agent workers and bare loops inherit this: all on one CPU, so neither gains from migrations. The
+    # agent's jobs also pin themselves there (cpus), as a board run with --cpus does.
     cpu = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     load_before = os.getloadavg()
-    latency = [latency_and_memory(name, models[name]) for name in ("bench_tiny", "bench_medium")]
+    names = ("bench_tiny",) if smoke else ("bench_tiny", "bench_medium")
+    latency = [latency_and_memory(name, models[name], cpu) for name in names]
+    outside = around_the_loop(cpu, 5 if smoke else 51)
     # The device case: the zipapp run by a python with only numpy + ai-edge-litert (.venv-agent). And the
     # dev venv, where `info` also import-checks tflite-runtime and TensorFlow (~5 s of TF import here).
     with tempfile.TemporaryDirectory() as tmp:
         pyz = build(Path(tmp) / "edgebench-agent.pyz")
         cold = cold_start(str(DEVICE_PYTHON), [str(pyz)])
-    cold_dev = cold_start(sys.executable, ["-m", "agent"])
+    cold_dev = cold_start(sys.executable, ["-m", "agent"]) if not smoke else None
     result = {
         "bench": "probe_overhead",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -169,23 +203,29 @@ def main() -> int:
         "settings": {"rounds": ROUNDS, "warmup_s": WARMUP_S, "measure_s": MEASURE_S,
                      "cold_repeats": COLD_REPEATS},
         "latency": latency,
+        "outside_the_loop": outside,
         "cold_start": cold,
         "cold_start_dev_venv": cold_dev,
         "targets": {"p50_ratio_max": 1.01, "peak_rss_delta_mb_max": 10.0},
         "seconds": time.time() - started,
     }
-    out = REPO / "bench" / "results" / "probe_overhead.json"
+    out = (Path(tempfile.gettempdir()) / "probe_overhead.smoke.json" if smoke
+           else REPO / "bench" / "results" / "probe_overhead.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for row in latency:
-        print(f"probe_overhead  {row['model']:<13} p50 agent {row['agent_p50_ms']:.4f} ms / bare "
+        print(f"probe_overhead  {row['model']:<13} p50 agent (pinned, canaries, snapshots) {row['agent_p50_ms']:.4f} ms / bare "
               f"{row['bare_p50_ms']:.4f} ms = {row['p50_ratio']:.3f} (target <= 1.01; of minimums {row['p50_ratio_of_minimums']:.3f}; spread of the bare rounds {row['p50_round_spread']:.0%});  peak RSS +"
               f"{row['peak_rss_delta_mb']:.1f} MB (target <= +10 MB)")
+    print(f"probe_overhead  outside the timed loop, per job: canary {outside['canary_us']:.0f} us x 2 + state "
+          f"snapshot {outside['snapshot_us']:.0f} us x 2 = {outside['per_job_ms']:.2f} ms")
     for label, c in (("device (pyz, numpy+litert)", cold), ("dev venv (3 runtimes)", cold_dev)):
+        if c is None:
+            continue
         print(f"probe_overhead  cold start, {label}: --help {c['agent_help_s']:.3f} s, info "
               f"{c['agent_info_s']:.3f} s vs import runtime {c['import_runtime_s']:.3f} s: ratios "
               f"{c['help_ratio']:.2f} / {c['info_ratio']:.2f}")
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out}")
     return 0
 
 

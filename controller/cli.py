@@ -18,7 +18,8 @@ import threading
 from controller import __version__
 from controller.errors import EdgebenchError, ExitCode
 
-COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap", "profile", "compare", "nightly", "schedule")
+COMMANDS = ("convert", "inspect", "run", "devices", "bootstrap", "profile", "compare", "nightly", "schedule",
+            "report", "history")
 
 
 def epilog() -> str:

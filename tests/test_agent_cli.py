@@ -62,7 +62,20 @@ def test_run_options_reach_the_job(test_models, tmp_path):
     assert saved[doc["model"]["outputs"][0]["name"]].shape == (2, 1, 6)
 
 
+def test_repeat_cooldown_and_run_delay_reach_the_job(test_models):
+    proc = agent("run", test_models["bench_tiny"], "--repeat", "2", "--cooldown", "0.1", "--run-delay", "0.002",
+                 "--json", *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["job"]["repeat"], doc["job"]["cooldown"], doc["job"]["run_delay"]) == (2, 0.1, 0.002)
+    assert len(doc["processes"]) == 2 and doc["timing"]["process_count"] == 2
+    assert doc["timing"]["between_process_cv"] is not None
+
+
 @pytest.mark.parametrize("args,needle", [
+    (["run", "MODEL", "--repeat", "0"], "repeat must be >= 1"),
+    (["run", "MODEL", "--cooldown", "-1"], "cooldown must be >= 0"),
+    (["run", "MODEL", "--run-delay", "-0.5"], "run_delay must be >= 0"),
     (["run", "missing.tflite"], "does not exist"),
     (["run", "MODEL", "--input-shape", "seq=1,x"], "NAME=d1,d2"),
     (["run", "MODEL", "--threads", "0"], "threads"),

@@ -59,7 +59,7 @@ def test_every_good_model_gives_a_complete_ok_document(test_models, name, runtim
     assert doc["status"] == "ok", doc["error"]
     assert doc["error"] is None
     assert set(schema.TOP_LEVEL_KEYS) <= set(doc)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == schema.SCHEMA_VERSION == 2
     assert doc["job"]["meta"] == {"variant": name} and doc["job"]["threads"] == 2
     assert doc["runtime"]["name"] == runtime and doc["runtime"]["num_threads"] == 2
     assert doc["runtime"]["version"] == ("2.3.0" if runtime == "ai-edge-litert" else "2.14.0")
@@ -73,11 +73,27 @@ def test_every_good_model_gives_a_complete_ok_document(test_models, name, runtim
     assert timing["init_ms"] > 0 and timing["first_inference_ms"] > 0
     assert timing["warmup_count"] >= 1
     assert abs(np.mean(timing["samples_us"]) / 1000 - timing["mean_ms"]) < 0.001 + 0.01 * timing["mean_ms"]
+    assert timing["process_count"] == 1 and timing["between_process_cv"] is None
     memory = doc["memory"]
     assert 0 < memory["rss_before_load_kb"] <= memory["peak_rss_kb"]
     assert memory["rss_after_init_kb"] <= memory["peak_rss_kb"]
+    assert 0 <= memory["model_peak_kb"] < memory["peak_rss_kb"]
+    # (the kernel syncs per-thread RSS counters lazily: readings may disagree by a few pages)
+    assert memory["model_peak_kb"] <= memory["peak_rss_kb"] - memory["rss_before_load_kb"] + 256
+    assert memory["rss_before_load_kb"] < memory["model_baseline_kb"] <= memory["peak_rss_kb"] + 256
     env = doc["env"]
     assert env["cpu_count"] == os.cpu_count() and env["arch"] and env["python"]
+    assert env["affinity"] == sorted(os.sched_getaffinity(0)) and env["cluster"] == "all"
+    assert [p["pid"] for p in doc["processes"]] == [doc["worker"]["pid"]]
+    assert doc["processes"][0]["p50_ms"] == timing["p50_ms"]
+    assert set(doc["flags"]) <= {"noisy", "throttled", "partial"}
+    assert ("noisy" in doc["flags"]) == timing["noisy"]
+    assert doc["canary"]["before_us"] > 0 and doc["canary"]["after_us"] > 0
+    assert doc["state"]["before"]["cpus"][0]["cpu"] == env["affinity"][0]
+    delegation = doc["runtime"]["delegation"]
+    assert delegation["ops_delegated"] + delegation["ops_on_cpu"] == delegation["ops"] > 0
+    assert (delegation["delegate_nodes"] > 0) == (doc["runtime"]["delegates"] == ["XNNPACK"])
+    assert doc["energy"]["mj_per_inference"] is None and "no energy sensor" in doc["energy"]["reason"]
     assert env["mem_total_kb"] > 0 and len(env["loadavg"]) == 3
     if name in EXPECTED_IO:
         ins, outs = EXPECTED_IO[name]

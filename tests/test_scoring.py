@@ -126,7 +126,7 @@ def test_two_output_family_scores_the_same_in_accuracy_json_run_table_and_parque
         code = main(["run", str(family), "--devices", str(fleet), "--out", str(tmp_path / "out"), "--runs", "2",
                      "--warmup", "0", "--min-seconds", "0", "--warmup-min-seconds", "0",
                      "--min-cosine", "1.0"])
-    run_dir = next((tmp_path / "out").iterdir())
+    run_dir = next(p for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))  # not .history/
     frame = pd.read_parquet(run_dir / "results.parquet").set_index("variant")
     for variant, row in saved.items():
         if row["status"] != "ok":

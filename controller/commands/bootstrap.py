@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wheels", metavar="DIR", help="install offline from the wheels in DIR (e.g. make wheels)")
     p.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
                    help="install this runtime instead of the device's runtime key")
+    p.add_argument("--daemon", action="store_true", help="also install the agent daemon as a systemd user "
+                   "service (~/.config/systemd/user/edgebench-agent.service, enabled and started); where "
+                   "systemd cannot be used, print the unit and start the daemon for now")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     p.set_defaults(func=run)
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.fleet.bootstrap import BootstrapOptions, bootstrap_devices
 
     _, devices = selected_devices(args)
-    options = BootstrapOptions(wheels=args.wheels, runtime=args.runtime)
+    options = BootstrapOptions(wheels=args.wheels, runtime=args.runtime, daemon=args.daemon)
     group = bootstrap_devices(devices, agent_zipapp(), options)
     reports = [o.value for o in group.outcomes.values()]
     if args.json:
@@ -47,4 +50,8 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"{report.device}: {head}")
             for step in report.steps:
                 out.print(f"  - {step}")
+            unit = report.daemon_unit
+            if unit and not unit["installed"]:
+                out.print(f"  {unit['unit_path']}:", highlight=False)
+                out.print(unit["unit"], markup=False, highlight=False)
     return int(group.exit_code())

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Runs without a terminal (cron, systemd): log lines to --log-file (and to stderr when it is not a "
         "terminal); one nightly at a time per reports folder (a lock the kernel frees when a nightly dies).",
     )
-    add_run_arguments(p, models_nargs="*")  # the models may also come from --config
+    # the models may also come from --config; --cooldown is the nightly's own (before re-measuring)
+    add_run_arguments(p, models_nargs="*", job_cooldown=False)
     add_limit_arguments(p, accuracy=False)  # --top1-drop / --min-cosine are run options already
     p.add_argument("--config", metavar="NIGHTLY.yaml", help="options as YAML keys (models, devices, tag, threads, "
                    "runs, out, threshold, cooldown ...); the command line wins over the file")

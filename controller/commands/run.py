@@ -6,6 +6,7 @@ import argparse
 
 from agent.job import JobSpec
 from controller import defaults
+from controller.commands.history import add_store_argument
 from controller.commands.selection import add_selection_arguments
 
 
@@ -19,9 +20,54 @@ def _threads(text: str) -> tuple[int, ...]:
     return values
 
 
-def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+") -> None:
+def _xnnpack(text: str) -> tuple[bool, ...]:
+    words = [w.strip().lower() for w in text.split(",") if w.strip()]
+    if not words or any(w not in ("on", "off") for w in words):
+        raise argparse.ArgumentTypeError(f"--xnnpack takes on, off or on,off, got {text!r}")
+    return tuple(dict.fromkeys(w == "on" for w in words))
+
+
+def _positive_list(option: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(t) for t in text.split(",") if t.strip())
+        except ValueError:
+            values = ()
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{option} takes a comma-separated list of integers >= 1, got {text!r}")
+        return values
+    return parse
+
+
+def add_measure_arguments(p: argparse.ArgumentParser, d: JobSpec, job_cooldown: bool = True) -> None:
+    """Placement, repeats, delegates and inputs of a run (README "Measuring on a real board").
+    ``job_cooldown=False`` leaves ``--cooldown`` to the caller (``nightly`` has its own: the pause before
+    re-measuring); the run's pause between jobs is ``args.job_cooldown``."""
+    p.add_argument("--cpus", metavar="LIST|big|little|all", help="pin every job to these CPUs: a list like "
+                   "0,2-3 or a cluster (big / little from the device's cpu_capacity); a device's own cpus: "
+                   "key wins (default: no pinning)")
+    p.add_argument("--repeat", type=int, default=d.repeat, help="measure each job in this many fresh "
+                   f"processes; the p50 is the median of theirs (default {d.repeat})")
+    if job_cooldown:
+        p.add_argument("--cooldown", dest="job_cooldown", type=float, default=d.cooldown,
+                       help=f"pause between jobs and between repeats on a device, seconds (default {d.cooldown:g})")
+    p.add_argument("--run-delay", type=float, default=d.run_delay,
+                   help=f"pause between two timed inferences, seconds (default {d.run_delay:g})")
+    p.add_argument("--xnnpack", type=_xnnpack, default=(d.xnnpack,), metavar="on,off",
+                   help="XNNPACK delegate on, off, or both as a sweep like --threads (default on)")
+    p.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="external delegate library on the device "
+                   "(its path there) with its options, loaded through the runtime's load_delegate")
+    p.add_argument("--inputs", metavar="FILE.npz", help="real input data (.npy/.npz; float data is quantized "
+                   "for int8 inputs) for jobs without an eval set (default: seeded random inputs)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=d1,d2",
+                   help="resize a dynamic input (repeatable)")
+    p.add_argument("--batch-sizes", type=_positive_list("--batch-sizes"), default=(), metavar="1,8,32",
+                   help="sweep these batch sizes over models whose inputs have a dynamic first dimension")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+", job_cooldown: bool = True) -> None:
     """The options of a fleet run (shared by ``run`` and ``nightly``, whose models may come from its
-    --config: ``models_nargs="*"``)."""
+    --config: ``models_nargs="*"``, and whose ``--cooldown`` is its own: ``job_cooldown=False``)."""
     p.add_argument("models", nargs=models_nargs, default=[] if models_nargs == "*" else None, metavar="MODEL",
                    help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
@@ -39,6 +85,7 @@ def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+") -> No
     p.add_argument("--job-timeout", type=float, default=defaults.JOB_TIMEOUT,
                    help=f"deadline of one job on the device, seconds (default {defaults.JOB_TIMEOUT:g})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs (default {d.seed})")
+    add_measure_arguments(p, d, job_cooldown)
     p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
                    "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
     p.add_argument("--no-eval", action="store_true", help="do not compute accuracy")
@@ -56,6 +103,7 @@ def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+") -> No
     p.add_argument("--no-sync-start", action="store_true", help="let each device start measuring as soon as it "
                    "is prepared (default: all start together once every device is prepared)")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
+    add_store_argument(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
@@ -84,6 +132,10 @@ def options_from(args: argparse.Namespace):
     Raises UsageError / InputError."""
     import os
 
+    from agent.cpus import check_placement
+    from agent.delegation import parse_spec
+    from agent.errors import AgentError
+    from agent.job import parse_input_shapes
     from controller.errors import UsageError
     from controller.fleet.agent_build import agent_zipapp
     from controller.fleet.models import check_eval_data
@@ -92,12 +144,30 @@ def options_from(args: argparse.Namespace):
 
     if args.eval:
         check_eval_data(args.eval)
+    if args.inputs and not os.path.isfile(args.inputs):
+        raise UsageError(f"--inputs {args.inputs} does not exist; give a .npy/.npz of input data")
+    try:
+        check_placement(args.cpus)
+    except AgentError as exc:
+        raise UsageError(f"--{exc}") from exc
+    delegate, delegate_options = None, {}
+    try:
+        if args.delegate:
+            delegate, delegate_options = parse_spec(args.delegate)
+        shapes = parse_input_shapes(args.input_shape)
+    except (ValueError, AgentError) as exc:
+        raise UsageError(f"--delegate: {exc}" if "delegate" in str(exc) else str(exc)) from exc
     job = JobSpec(model="", runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
                   min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
-                  seed=args.seed)
+                  seed=args.seed, cpus=args.cpus, repeat=args.repeat,
+                  cooldown=getattr(args, "job_cooldown", JobSpec.cooldown),
+                  run_delay=args.run_delay, xnnpack=args.xnnpack[0], delegate=delegate,
+                  delegate_options=delegate_options, input_shapes=shapes,
+                  inputs=os.path.abspath(args.inputs) if args.inputs else None)
     try:
         return RunOptions(
-            job=job, threads=args.threads, eval_data=os.path.abspath(args.eval) if args.eval else None,
+            job=job, threads=args.threads, xnnpack=args.xnnpack, batch_sizes=args.batch_sizes,
+            eval_data=os.path.abspath(args.eval) if args.eval else None,
             use_manifest_eval=not args.no_eval, thresholds=Thresholds(args.top1_drop, args.min_cosine),
             parallel=args.parallel, out_dir=args.out, shuffle_seed=args.shuffle_seed,
             lock_timeout=args.lock_timeout, agent_pyz=args.agent or agent_zipapp(), sync_start=not args.no_sync_start,
@@ -109,7 +179,9 @@ def options_from(args: argparse.Namespace):
 #: JobSpec / RunOptions field -> the run option that sets it
 OPTION_OF = {"runs": "--runs", "warmup_min_seconds": "--warmup-min-seconds", "warmup": "--warmup",
              "min_seconds": "--min-seconds", "max_seconds": "--max-seconds", "timeout": "--job-timeout",
-             "seed": "--seed", "threads": "--threads", "parallel": "--parallel", "lock timeout": "--lock-timeout"}
+             "seed": "--seed", "threads": "--threads", "parallel": "--parallel", "lock timeout": "--lock-timeout",
+             "cpus": "--cpus", "repeat": "--repeat", "cooldown": "--cooldown", "run_delay": "--run-delay",
+             "batch sizes": "--batch-sizes", "inputs file": "--inputs"}
 
 
 def _as_options(message: str) -> str:
@@ -125,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.commands.selection import selected_devices
     from controller.errors import UsageError
     from controller.fleet.models import collect_models
+    from controller.history.index import check_store_url
 
     if args.resume:
         if args.models:
@@ -132,16 +205,18 @@ def run(args: argparse.Namespace) -> int:
         return resume(args)
     if not args.models:
         raise UsageError("give at least one MODEL (a .tflite file or a folder with manifest.json), or --resume RUN_DIR")
+    check_store_url(args.store)
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
     options = options_from(args)
+    check_input_shapes(options.job.input_shapes, models)
     after = None
     if args.profile:
         from controller.model.op_cut import schema_module
 
         schema_module()  # no schema module here: ToolError (exit 4) before anything is measured
         after = _profiler(args, options, devices, models)
-    store, result = run_and_show(devices, models, options, inventory.path, args.json, after)
+    store, result = run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
     return exit_code(result, store.run_info.get("profiles"))
 
 
@@ -212,10 +287,27 @@ def _without_summaries(outcome: dict) -> dict:
     return {k: v for k, v in outcome.items() if k != "summaries"}
 
 
-def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None):
+def check_input_shapes(shapes: dict, models: list) -> None:
+    """Raise UsageError when an --input-shape names an input that none of ``models`` has (a typo would
+    otherwise resize nothing, silently)."""
+    from controller.errors import UsageError
+    from controller.fleet.sweep import input_names
+
+    if not shapes:
+        return
+    known = set().union(*(input_names(m) for m in models))
+    unknown = sorted(set(shapes) - known)
+    if unknown:
+        raise UsageError(f"--input-shape names {unknown}, but no model has such an input (inputs: "
+                         f"{sorted(known)})")
+
+
+def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None,
+                 store_url: str | None = None):
     """Run with the live progress board on stderr (plain when not a terminal), then ``after(store,
-    result)`` (``run --profile``: device -> profile outcome) unless interrupted, then print the results
-    table (or the JSON document). Returns (store, FleetResult)."""
+    result)`` (``run --profile``: device -> profile outcome) unless interrupted, add the run to the history
+    index (``store_url``: see :func:`controller.history.index.open_index`), then print the results table
+    (or the JSON document). Returns (store, FleetResult)."""
     import json
     import sys
 
@@ -238,10 +330,13 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool, a
     code = exit_code(result, profiles)
     if profiles is not None:
         store.save_run_info(exit_code=code)
+    indexed = index_run(store.root, options.out_dir, store_url)
+    if indexed["error"]:
+        err.print(f"[yellow]warning:[/] {indexed['error']}", soft_wrap=True, highlight=False)
     if as_json:
         if result.interrupted:
             err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
-        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
+        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code, "history_index": indexed,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
                "results": json.loads(result.results.to_json(orient="records"))}
         if profiles is not None:
@@ -266,3 +361,17 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool, a
                 console().print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
     console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return store, result
+
+
+def index_run(run_dir: str, out_dir: str, store_url: str | None) -> dict:
+    """Add the finished run to the history index; ``{"rows": n, "error": None}``, or the reason it could
+    not be indexed (the run folder is complete either way; ``edgebench history --rebuild`` adds it)."""
+    from controller.errors import EdgebenchError
+    from controller.history.index import open_index
+
+    try:
+        with open_index(out_dir, store_url) as index:
+            return {"rows": index.add_run(run_dir), "error": None}
+    except EdgebenchError as exc:
+        return {"rows": 0, "error": f"run not added to the history index ({exc}); the run folder is complete: "
+                f"`edgebench history --rebuild --out {out_dir}` adds it later"}

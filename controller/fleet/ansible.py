@@ -92,6 +92,10 @@ def load_ansible(path: str) -> Inventory:
     return Inventory(path=path, devices=devices)
 
 
+#: the spellings of a boolean Ansible accepts in an INI inventory
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def _entry(path: str, host: str, variables: Mapping[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": host}
     for var, value in variables.items():
@@ -110,6 +114,8 @@ def _entry(path: str, host: str, variables: Mapping[str, Any]) -> dict[str, Any]
             if key not in DEVICE_KEYS or key == "name":
                 raise ConfigError(f"{path}: host {host!r}: unknown variable {var!r}; edgebench_<key> takes "
                                   f"a devices.yaml key: {', '.join(k for k in DEVICE_KEYS if k != 'name')}")
+            if DEVICE_KEYS[key][0] == (bool,) and isinstance(value, str):  # INI text: as Ansible reads it
+                value = _BOOLEANS.get(value.strip().lower(), value)
             entry[key] = value
     if entry.get("transport") == "local":
         for key in ("host", "port", "user", "identity_file"):

@@ -43,6 +43,7 @@ _PROBE = ("import json, platform, sys, importlib.util as u; print(json.dumps({'v
 class BootstrapOptions:
     wheels: str | None = None  #: local folder of wheels to install from (offline); None = pip online
     runtime: str | None = None  #: override the device's runtime key
+    daemon: bool = False  #: also install the agent daemon as a systemd user service (controller.fleet.daemon_unit)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class BootstrapReport:
     bytes_pushed: int = 0
     reason: str | None = None
     kind: str | None = None
+    #: with --daemon: {"unit_path", "unit", "installed", "reason"} (controller.fleet.daemon_unit.install)
+    daemon_unit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -171,6 +174,26 @@ def _bootstrap(session: DeviceSession, options: BootstrapOptions, report: Bootst
     report.python = session.python
     report.runtime, report.runtime_version = runtime, found[0].get("version")
     report.steps.append(f"agent uses {session.python}: {runtime} {report.runtime_version}")
+    if options.daemon:
+        _install_daemon(session, report)
+
+
+def _install_daemon(session: DeviceSession, report: BootstrapReport) -> None:
+    """The systemd user unit of the agent daemon; where systemd cannot be used, the daemon is started
+    now with ``daemon --detach`` (it then does not survive a reboot) and the report carries the unit."""
+    from controller.fleet import daemon_unit
+
+    report.daemon_unit = unit = daemon_unit.install(session)
+    if unit["installed"]:
+        report.steps.append(f"agent daemon: systemd user unit {unit['unit_path']} enabled and started (for a "
+                            "start at boot without a login: `loginctl enable-linger` once on the device)")
+        return
+    started = session.run_python([session.agent, "daemon", "--detach", "--workdir", session.workdir])
+    if not started.ok:
+        raise DeviceError(session.device.name, f"the agent daemon did not start: {started.stderr.strip()[-500:]}",
+                          kind="agent")
+    report.steps.append(f"agent daemon: systemd cannot be used here ({unit['reason']}); unit written to "
+                        f"{unit['unit_path']} (install it by hand); daemon started for now with --detach")
 
 
 def _push_wheels(session: DeviceSession, folder: str, remote_dir: str, machine: str,

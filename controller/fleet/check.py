@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from controller.fleet.agent_build import agent_zipapp
+from controller.fleet.daemon import heartbeat
 from controller.fleet.group import GroupResult, run_group
 from controller.fleet.inventory import Device
 from controller.fleet.session import DeviceSession
@@ -19,6 +20,7 @@ def check_device(device: Device, agent_pyz: str) -> dict[str, Any]:
         session.open()
         session.ensure_agent()
         info = session.info()
+        daemon = heartbeat(session) if device.daemon else None
     finally:
         session.close()
     env = info.get("env") or {}
@@ -29,6 +31,7 @@ def check_device(device: Device, agent_pyz: str) -> dict[str, Any]:
         "temp_c": env.get("temp_c", env.get("temp_c_before")), "disk_free_kb": info.get("disk_free_kb"),
         "agent_version": info.get("agent_version"), "runtimes": info.get("runtimes") or [],
         "bytes_pushed": session.status.bytes_pushed,
+        "daemon": daemon,  #: daemon devices: its heartbeat (controller.fleet.daemon.heartbeat), else None
     }
 
 

@@ -14,14 +14,16 @@ import json
 import logging
 import os
 import posixpath
-import re
 import threading
 import time
 from typing import Any, Callable
 
+from agent.errors import AgentError
 from agent.modelfile import sha256_of
-from controller.errors import DeviceError, InputError
+from controller.errors import DeviceError, InputError, UsageError
+from controller.fleet import sweep as sweeps
 from controller.fleet.accuracy import score_jobs
+from controller.fleet.daemon import DaemonJobs
 from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef, model_info
 from controller.fleet.options import RunOptions
@@ -29,10 +31,10 @@ from controller.fleet.part_files import sweep_stale
 from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint, pick_runtime
 from controller.fleet.step_hooks import enter_step
 from controller.fleet.store import RunStore, not_run_row
+from controller.fleet.sweep import Setting, input_suffix
 
 log = logging.getLogger(__name__)
 
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class DeviceRun(DeviceSession):
@@ -50,7 +52,8 @@ class DeviceRun(DeviceSession):
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
-        self.stopping = False  #: set by stop(): whatever fails from now on failed because of the interrupt
+        self.stopping = False  #: set by stop() on Ctrl-C / SIGTERM before the link is closed: whatever fails from
+        #: now on failed because of the interrupt, and a daemon device must not reconnect
         self._recorded = False
 
     def stop(self) -> None:
@@ -137,7 +140,10 @@ class DeviceRun(DeviceSession):
             self._pass_gate(wait=bool(self.jobs))
         if self.jobs:
             with clock("batch"):
-                self._batch(run_dir)
+                if self.device.daemon:  # through the device's agent daemon: survives a dropped link
+                    DaemonJobs(self).collect(run_dir)
+                else:
+                    self._batch(run_dir)
             with clock("fetch"):
                 self._fetch_missing(run_dir)
                 if any(j.get("save_outputs") for j in self.jobs):
@@ -199,6 +205,9 @@ class DeviceRun(DeviceSession):
             wanted[model.sha256] = (model.path, model.sha256, self._model_path(model))
         for local, digest in eval_files.values():
             wanted[digest] = (local, digest, posixpath.join(self.workdir, "data", f"{digest}.npz"))
+        if self.options.job.inputs:
+            local = self.options.job.inputs
+            wanted[sha256_of(local)] = (local, sha256_of(local), self._inputs_remote())
         missing = [f for f in wanted.values() if not self.t.exists(f[2])]
         if not missing:
             return
@@ -217,37 +226,67 @@ class DeviceRun(DeviceSession):
     def _threads(self) -> tuple[int, ...]:
         return self.device.threads or self.options.threads
 
+    def _settings(self, model: ModelRef) -> list[Setting]:
+        """The sweep of one model on this device: threads x XNNPACK on/off x batch sizes (the batch sweep
+        only for a model whose inputs have a dynamic first dimension)."""
+        return sweeps.sweep(self._threads(), self.options.xnnpack or (self.options.job.xnnpack,),
+                            self.options.batch_sizes, model)
+
     def _planned_jobs(self, indices: list[int] | None = None) -> list[dict[str, Any]]:
         """The jobs asked for (of the models at ``indices``, default all), without device paths (for rows
         of jobs that never ran). Job ids carry the model's position, so a model given twice has two."""
         jobs = []
         for index in indices if indices is not None else range(len(self.models)):
             model = self.models[index]
-            for threads in self._threads():
-                jobs.append({"id": job_id(index, model, threads), "threads": threads,
-                             "meta": {"model_name": model.name, "variant": model.variant,
+            for setting in self._settings(model):
+                jobs.append({"id": job_id(index, model, setting), "threads": setting.threads,
+                             "xnnpack": setting.xnnpack,
+                             "meta": {"model_name": model.name, "variant": model.variant, "batch": setting.batch,
                                       "sha256": model.sha256, "bytes": model.bytes}})
         return jobs
 
     def _make_jobs(self, indices: list[int], runtime: str, eval_files: dict[str, tuple[str, str]],
                    run_dir: str, fingerprint: str) -> list[dict[str, Any]]:
         """The job dicts for the batch: the run's JobSpec template with each model's device path, id,
-        threads, runtime, eval inputs and labels filled in (validated once, in RunOptions)."""
+        setting (threads, XNNPACK, batch size), runtime, CPUs, eval or --inputs data filled in.
+
+        A job of another batch size than the data's runs on random inputs (the eval set holds single
+        samples) and saves no outputs. Raises UsageError when a filled-in job is invalid."""
         jobs = []
+        template = self.options.job
+        inputs = self._inputs_remote()
         for index in indices:
             model = self.models[index]
             data = eval_files.get(model.name)
-            for threads in self._threads():
-                jid = job_id(index, model, threads)
+            names = sweeps.input_names(model) if template.input_shapes else set()
+            for setting in self._settings(model):
+                jid = job_id(index, model, setting)
+                with_data = setting.batch in (None, 1)
+                # --input-shape NAME=... resizes the models that have an input NAME
+                shapes = {name: dims for name, dims in template.input_shapes.items() if name in names}
+                shapes.update(setting.input_shapes)
                 spec = dataclasses.replace(
-                    self.options.job, model=self._model_path(model), id=jid, threads=threads, runtime=runtime,
-                    inputs=posixpath.join(self.workdir, "data", f"{data[1]}.npz") if data else self.options.job.inputs,
-                    save_outputs=posixpath.join(run_dir, "outputs", f"{jid}.npz") if data else None,
-                    meta={**self.options.job.meta, "device": self.device.name, "model_name": model.name,
-                          "variant": model.variant, "sha256": model.sha256, "device_fingerprint": fingerprint},
+                    template, model=self._model_path(model), id=jid, threads=setting.threads,
+                    xnnpack=setting.xnnpack, runtime=runtime, input_shapes=shapes,
+                    cpus=self.device.cpus or template.cpus,
+                    inputs=(posixpath.join(self.workdir, "data", f"{data[1]}.npz") if data else inputs)
+                    if with_data else None,
+                    save_outputs=posixpath.join(run_dir, "outputs", f"{jid}.npz") if data and with_data else None,
+                    meta={**template.meta, "device": self.device.name, "model_name": model.name,
+                          "variant": model.variant, "sha256": model.sha256, "device_fingerprint": fingerprint,
+                          "batch": setting.batch},
                 )
+                try:
+                    spec.validate()
+                except AgentError as exc:
+                    raise UsageError(f"device {self.device.name}, job {jid}: {exc}") from exc
                 jobs.append(spec.to_dict())
         return jobs
+
+    def _inputs_remote(self) -> str | None:
+        """Where the run's --inputs file is on the device (pushed by :meth:`_push`), or None."""
+        local = self.options.job.inputs
+        return posixpath.join(self.workdir, "data", f"{sha256_of(local)}{input_suffix(local)}") if local else None
 
     def _batch(self, run_dir: str) -> None:
         jobs_file = posixpath.join(run_dir, "jobs.json")
@@ -260,8 +299,10 @@ class DeviceRun(DeviceSession):
                 "--stop-on-stdin-eof"]
         if self.options.shuffle_seed is not None:
             argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
-        # Each job is bounded by its own worker deadline on the device; the batch by their sum.
-        deadline = lock_timeout + len(self.jobs) * (self.options.job.timeout + 30) + 60
+        # Each job is bounded by its own worker deadlines on the device (one per repeat); the batch by their sum.
+        job = self.options.job
+        per_job = job.repeat * (job.timeout + 30) + job.repeat * job.cooldown
+        deadline = lock_timeout + len(self.jobs) * per_job + 60
         self._set(state="running", detail="waiting for the device lock")
         start = time.monotonic()
         # stdin stays open while the batch runs: if this controller dies or gives up (Ctrl-C, deadline,
@@ -386,7 +427,7 @@ class _Phases:
             self.into[name] = round(self.into.get(name, 0.0) + time.monotonic() - start, 3)
 
 
-def job_id(index: int, model: ModelRef, threads: int) -> str:
-    """A file-name-safe, unique job id: ``<index>-<model>-<variant>-t<threads>``."""
-    slug = _SLUG.sub("_", f"{model.name}-{model.variant}")[:60]
-    return f"{index:03d}-{slug}-t{threads}"
+def job_id(index: int, model: ModelRef, setting: Setting | int) -> str:
+    """The job id of a model's sweep point (:func:`controller.fleet.sweep.job_id`; a bare thread count
+    is that many threads, XNNPACK on, the model's own shape): ``<index>-<model>-<variant>-t<threads>``."""
+    return sweeps.job_id(index, model, setting)

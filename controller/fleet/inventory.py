@@ -67,10 +67,13 @@ class Device:
     runtime: str = "auto"  #: which TFLite runtime jobs ask for (and bootstrap installs)
     tags: tuple[str, ...] = ()
     threads: tuple[int, ...] = ()  #: threads to run on this device (empty = the command line's)
+    cpus: str | None = None  #: where jobs run on this device: all, big, little or "0,2-3" (None = --cpus)
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     #: deadline of each remote command and file transfer; not of a batch (bounded by its jobs' timeouts)
     command_timeout: float = defaults.COMMAND_TIMEOUT
     lock_timeout: float = defaults.LOCK_TIMEOUT  #: how long a run waits for the device lock
+    #: run jobs through the agent daemon on the device (a queue that outlives the SSH session)
+    daemon: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -150,9 +153,11 @@ DEVICE_KEYS: dict[str, tuple[tuple, str]] = {
     "runtime": ((str,), f"one of {', '.join(RUNTIMES)}"),
     "tags": ((list,), "a list of strings"),
     "threads": ((list, int), "a list of positive integers"),
+    "cpus": ((str, int), "all, big, little or a CPU list like 0,2-3"),
     "connect_timeout": ((int, float), "a positive number of seconds"),
     "command_timeout": ((int, float), "a positive number of seconds"),
     "lock_timeout": ((int, float), "a number of seconds >= 0"),
+    "daemon": ((bool,), "true or false"),
 }
 _DEFAULT_KEYS = tuple(k for k in DEVICE_KEYS if k not in ("name", "host", "port"))
 _SECRET_KEYS = ("password", "passphrase", "ansible_password", "ansible_ssh_pass", "ansible_become_pass")
@@ -233,7 +238,7 @@ def check_entry(path: str, label: str, entry: Mapping[str, Any], allowed: Sequen
             )
         types, what = DEVICE_KEYS[key]
         value = entry[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ConfigError(
                 f"{at}: device {label!r}: key {key!r} must be {what}, got {type(value).__name__} {value!r}"
             )
@@ -259,6 +264,15 @@ def _convert(at: str, name: str, key: str, value: Any) -> Any:
                                 for t in items):
             raise bad(f"must be a list of integers from 1 to {MAX_THREADS}")
         return tuple(items)
+    if key == "cpus":
+        from agent.cpus import check_placement
+        from agent.errors import UsageError as AgentUsageError
+
+        try:
+            check_placement(str(value))
+        except AgentUsageError:
+            raise bad("must be all, big, little or a CPU list like 0,2-3") from None
+        return str(value)
     if key in ("connect_timeout", "command_timeout", "lock_timeout"):
         if not math.isfinite(value) or value > MAX_TIMEOUT_S:
             raise bad(f"must be a finite number of seconds up to {MAX_TIMEOUT_S:g}")

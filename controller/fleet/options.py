@@ -5,6 +5,7 @@ fleet settings. Validated once, here."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ class RunOptions:
     #: job is this template with its model, id and threads filled in
     job: JobSpec = field(default_factory=lambda: JobSpec(model="", timeout=defaults.JOB_TIMEOUT))
     threads: tuple[int, ...] = (1,)
+    #: XNNPACK on / off, swept like threads (default: the template's setting only)
+    xnnpack: tuple[bool, ...] = ()
+    #: batch sizes swept for models whose inputs have a dynamic batch (first) dimension; () = no sweep
+    batch_sizes: tuple[int, ...] = ()
     eval_data: str | None = None  #: .npz with x (and y): outputs saved, accuracy computed
     use_manifest_eval: bool = True  #: use a family's own eval set when --eval is not given
     thresholds: Thresholds = field(default_factory=Thresholds)  #: when a variant counts as drifted
@@ -36,6 +41,8 @@ class RunOptions:
     #: devices start measuring together, after all are prepared (when all run at once)
     sync_start: bool = True
     sync_start_timeout: float = defaults.SYNC_START_TIMEOUT
+    reconnect_attempts: int = defaults.RECONNECT_ATTEMPTS  #: daemon devices, after a dropped link
+    reconnect_backoff: float = defaults.RECONNECT_BACKOFF  #: seconds before the first reconnect (doubling)
 
     def __post_init__(self) -> None:
         """Validate once, here at the controller (the agent validates again: it is a trust boundary).
@@ -46,6 +53,10 @@ class RunOptions:
             raise UsageError(f"bad measurement setting: {exc}") from exc
         if not self.threads or min(self.threads) < 1 or max(self.threads) > MAX_THREADS:
             raise UsageError(f"threads must be integers from 1 to {MAX_THREADS}, got {list(self.threads)}")
+        if self.batch_sizes and min(self.batch_sizes) < 1:
+            raise UsageError(f"batch sizes must be integers >= 1, got {list(self.batch_sizes)}")
+        if self.job.inputs and not os.path.isfile(self.job.inputs):
+            raise UsageError(f"inputs file {self.job.inputs} does not exist; give a .npy/.npz of input data")
         if not 1 <= self.parallel <= MAX_PARALLEL:
             raise UsageError(f"parallel must be between 1 and {MAX_PARALLEL}, got {self.parallel}")
         if self.lock_timeout is not None:

@@ -156,7 +156,10 @@ def resume_run(run_dir: str, devices: Sequence[Device], agent_pyz: str,
         try:
             session.open()
             sweep_stale(session)
-            jobs, docs = collect(session, store.run_id, device.lock_timeout)
+            collector = collect
+            if getattr(device, "daemon", False):  # the agent daemon's journal answers for its device
+                from controller.fleet.daemon import collect_journal as collector
+            jobs, docs = collector(session, store.run_id, device.lock_timeout)
         finally:
             session.close()
         fetched = 0

@@ -111,7 +111,7 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
     def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
         for device_run in runs.values():
-            device_run.stop()
+            device_run.stop()  # sets stopping first: a daemon device must not reconnect now
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
     enter_step("write")

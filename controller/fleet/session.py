@@ -65,6 +65,11 @@ class DeviceStatus:
     seconds: float = 0.0  #: controller wall time for this device
     batch_seconds: float = 0.0  #: wall time of the device's batch (its own measuring time)
     phases: dict[str, float] = field(default_factory=dict)  #: seconds per step (connect, agent, info ...)
+    #: daemon devices: each reconnect after a dropped link {"time", "reason", "attempts", "ok", "error"}
+    reconnects: list[dict[str, Any]] = field(default_factory=list)
+    daemon: dict[str, Any] | None = None  #: daemon devices: {"pid", "started" (by this run), "agent"}
+    daemon_heartbeat: dict[str, Any] | None = None  #: the last heartbeat the daemon sent during the run
+    daemon_queue_ahead: int = 0  #: jobs of others queued on the daemon when this run submitted
 
     @property
     def failed(self) -> bool:

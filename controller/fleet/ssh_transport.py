@@ -161,14 +161,21 @@ class _LinkWatch:
     def heard(self) -> None:
         self.last = time.monotonic()
 
+    def _probe(self) -> None:
+        import paramiko
+
+        try:
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+        except (OSError, EOFError, paramiko.SSHException):  # the link closed under the probe: the run loop
+            pass  # sees the dead transport and says so
+
     def dead(self) -> bool:
         now = time.monotonic()
         if self.probe is not None and not self.probe.is_alive():
             self.probe = None
             self.last = now  # the device answered the keepalive
         if self.probe is None and now - self.last > self.quiet:
-            self.probe = threading.Thread(target=self.transport.global_request,
-                                          args=("keepalive@openssh.com",), kwargs={"wait": True}, daemon=True)
+            self.probe = threading.Thread(target=self._probe, daemon=True)
             self.probe_started = now
             self.probe.start()
         return self.probe is not None and now - self.probe_started > self.dead_after
@@ -293,11 +300,17 @@ class SSHTransport(Transport):
         )
 
     def _sftp_call(self, what: str, func, *args, **kwargs):
+        import paramiko
+
         self._transport()
         try:
             return func(*args, **kwargs)
         except FileNotFoundError:
             raise
+        except (paramiko.SSHException, EOFError) as exc:  # "Server connection dropped" mid-transfer
+            detail = str(exc) or type(exc).__name__
+            raise DeviceError(self.device.name, f"{what} failed: the SSH connection was lost ({detail})",
+                              kind="unreachable") from exc
         except OSError as exc:
             kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
             raise DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind) from exc

@@ -43,6 +43,11 @@ RESULT_COLUMNS = (
     "arch", "cpu_model", "cpu_count", "delegates", "noisy", "speedup_vs_fp32", "top1", "cosine_vs_fp32",
     "max_abs_vs_fp32", "rmse_vs_fp32", "device_fingerprint", "top1_drop_points", "worst_output", "drift",
     "drift_reasons",
+    # schema 2 (issue 10): flags next to status ("noisy,throttled"; "" = clean), the model's own memory,
+    # energy, placement, process repeats, what the delegates took
+    "flags", "model_peak_kb", "mj_per_inference", "energy_source", "idle_mw", "affinity", "cluster",
+    "governor", "freq_mhz", "process_count", "between_process_cv", "xnnpack", "batch", "delegate",
+    "ops_delegated", "ops_on_cpu", "canary_ratio",
 )
 #: filled by controller.fleet.accuracy from the saved outputs (controller.variants.scoring.score)
 ACCURACY_COLUMNS = ("top1", "cosine_vs_fp32", "max_abs_vs_fp32", "rmse_vs_fp32", "top1_drop_points",
@@ -114,8 +119,26 @@ def check_document(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
+def read_document(path: str) -> dict[str, Any]:
+    """A result document from ``path`` (checked by :func:`check_document`), migrated to the current schema
+    by ``agent.schema.upgrade`` (version 1 documents gain the version-2 keys). Raises InputError naming
+    the file when it cannot be read, is not JSON or not a document this controller reads."""
+    from agent.errors import SchemaError
+    from agent.schema import upgrade
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"result document {path}: {exc}") from exc
+    try:
+        return upgrade(check_document(doc, path))
+    except SchemaError as exc:
+        raise InputError(f"result document {path}: {exc}") from exc
+
+
 def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """One results.parquet row from a result document (missing parts become None)."""
+    """One results.parquet row from a (current-schema) result document (missing parts become None)."""
     job = doc.get("job") or {}
     meta = job.get("meta") or {}
     timing = doc.get("timing") or {}
@@ -148,8 +171,19 @@ def result_row(run_id: str, device: str, doc: dict[str, Any]) -> dict[str, Any]:
         "device_fingerprint": meta.get("device_fingerprint"),
     }
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "count", "init_ms",
-                "first_inference_ms"):
+                "first_inference_ms", "process_count", "between_process_cv"):
         row[key] = timing.get(key)
+    energy = doc.get("energy") or {}
+    delegation = runtime.get("delegation") or {}
+    affinity = env.get("affinity")
+    row.update(
+        flags=",".join(doc.get("flags") or []), model_peak_kb=memory.get("model_peak_kb"),
+        mj_per_inference=energy.get("mj_per_inference"), energy_source=energy.get("source"),
+        idle_mw=energy.get("idle_mw"), affinity=",".join(str(c) for c in affinity) if affinity else None,
+        cluster=env.get("cluster"), governor=env.get("governor"), freq_mhz=env.get("freq_mhz"),
+        xnnpack=job.get("xnnpack"), batch=meta.get("batch"), delegate=runtime.get("delegate"),
+        ops_delegated=delegation.get("ops_delegated"), ops_on_cpu=delegation.get("ops_on_cpu"),
+        canary_ratio=(doc.get("canary") or {}).get("ratio"))
     for key in ACCURACY_COLUMNS + ("speedup_vs_fp32",):
         row[key] = None
     return row
@@ -163,20 +197,34 @@ def not_run_row(run_id: str, device: str, job: dict[str, Any], status: str, reas
     meta = job.get("meta") or {}
     row.update(run_id=run_id, device=device, model=meta.get("model_name"), variant=meta.get("variant"),
                threads=job.get("threads"), job_id=job.get("id"), status=status, error=reason,
-               error_kind=kind, model_sha256=meta.get("sha256"), model_bytes=meta.get("bytes"))
+               error_kind=kind, model_sha256=meta.get("sha256"), model_bytes=meta.get("bytes"),
+               xnnpack=job.get("xnnpack"), batch=meta.get("batch"), flags="")
     return row
+
+
+def with_flag(flags: str | None, flag: str) -> str:
+    """``flags`` (the comma-joined column) with ``flag`` added once, in agent.schema.FLAGS order."""
+    from agent.schema import FLAGS
+
+    present = set(filter(None, (flags or "").split(","))) | {flag}
+    return ",".join([f for f in FLAGS if f in present] + sorted(present - set(FLAGS)))
+
+
+def _twin(row: dict[str, Any]) -> tuple:
+    """What a row's fp32 twin shares with it: device, model, threads, XNNPACK, batch size."""
+    return row["device"], row["model"], row["threads"], row.get("xnnpack"), row.get("batch")
 
 
 def add_speedup(rows: list[dict[str, Any]]) -> None:
     """Fill ``speedup_vs_fp32`` = fp32 p50 / this p50 for rows with an ok fp32 twin on the same device,
-    model and threads."""
+    model, threads, XNNPACK setting and batch size."""
     reference = {
-        (r["device"], r["model"], r["threads"]): r["p50_ms"]
+        _twin(r): r["p50_ms"]
         for r in rows
         if r["variant"] == "fp32" and r["status"] == "ok" and r.get("p50_ms")
     }
     for row in rows:
-        base = reference.get((row["device"], row["model"], row["threads"]))
+        base = reference.get(_twin(row))
         if base and row["status"] == "ok" and row.get("p50_ms"):
             row["speedup_vs_fp32"] = base / row["p50_ms"]
 
@@ -254,9 +302,7 @@ class RunStore:
             folder = os.path.join(results, device)
             for name in sorted(os.listdir(folder)):
                 if name.endswith(".json") and not name.startswith("."):  # temp files start with a dot
-                    path = os.path.join(folder, name)
-                    with open(path, encoding="utf-8") as fh:
-                        yield device, check_document(json.load(fh), path)
+                    yield device, read_document(os.path.join(folder, name))
 
     def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(result rows, sample rows) from everything saved so far."""
@@ -267,6 +313,8 @@ class RunStore:
         for device, doc in self.documents():
             row = result_row(self.run_id, device, doc)
             row.update(accuracy.get((device, row["job_id"]), {}))
+            if row.get("drift"):
+                row["flags"] = with_flag(row["flags"], "drift")
             rows.append(row)
             for index, sample in enumerate((doc.get("timing") or {}).get("samples_us") or []):
                 samples.append({"run_id": self.run_id, "device": device, "job_id": row["job_id"],

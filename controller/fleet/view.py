@@ -76,31 +76,69 @@ def results_table(results: pd.DataFrame) -> Table:
     accuracy and status (from a results.parquet DataFrame). Reasons of jobs that are not ok are numbered
     notes under the table (each distinct reason once)."""
     table = Table(title="results")
-    for column in ("device", "model", "variant", "threads", "p50 ms", "p90 ms", "speedup", "peak RSS MiB",
-                   "accuracy", "status"):
-        left = column in ("device", "model", "variant", "status")
+    optional = _optional_columns(results)
+    columns = ["device", "model", "variant", "threads", *[c for c, _ in optional], "p50 ms", "p90 ms", "speedup",
+               "peak RSS MiB", "model MiB", "accuracy", "status"]
+    for column in columns:
+        left = column in ("device", "model", "variant", "status", "cpus", "xnnpack")
         table.add_column(column, justify="left" if left else "right", overflow="fold",
                          no_wrap=column == "status")
-    frame = results.sort_values(["device", "model", "variant", "threads"], na_position="last")
+    sort = [c for c in ("device", "model", "variant", "threads", "xnnpack", "batch") if c in results]
+    frame = results.sort_values(sort, na_position="last")
     notes: list[str] = []
     for row in frame.to_dict("records"):
-        status = row["status"] or "-"
-        style = _STATUS_STYLE.get(row["status"], "red")
-        if status != "ok" and row.get("error"):
-            status = f"{status} [{_note(notes, row['error'])}]"
-        if _present(row.get("drift")) and bool(row["drift"]):  # ok, but its outputs are not fp32's
-            status = f"{status}, drift [{_note(notes, row.get('drift_reasons') or 'drifted from fp32')}]"
-            style = "yellow"
+        status, style = status_text(row, notes)
         table.add_row(
             str(row["device"]), str(row["model"]), str(row["variant"]), _num(row["threads"], "{:.0f}"),
+            *[render(row) for _, render in optional],
             _num(row["p50_ms"]), _num(row["p90_ms"]), _num(row["speedup_vs_fp32"], "{:.2f}x"),
-            _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"), accuracy_text(row),
-            f"[{style}]{status}[/]",
+            _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"),
+            _num(row["model_peak_kb"] / 1024 if _present(row.get("model_peak_kb")) else None, "{:.1f}"),
+            accuracy_text(row), f"[{style}]{status}[/]",
         )
     if notes:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
+
+
+def status_text(row: dict[str, Any], notes: list[str]) -> tuple[str, str]:
+    """(text, style) of a row's status: ``ok`` green only when clean; ``ok (noisy, throttled)`` yellow
+    when the measurement carries flags; a drift with its reason as a note; failures red with theirs."""
+    status = row["status"] or "-"
+    style = _STATUS_STYLE.get(row["status"], "red")
+    if status != "ok" and row.get("error"):
+        status = f"{status} [{_note(notes, row['error'])}]"
+    flags = [f for f in str(row.get("flags") or "").split(",") if f and f != "drift"]
+    if flags:
+        status = f"{status} ({', '.join(flags)})"
+        style = "yellow" if style == "green" else style
+    if (_present(row.get("drift")) and bool(row["drift"])) or "drift" in str(row.get("flags") or ""):
+        status = f"{status}, drift [{_note(notes, row.get('drift_reasons') or 'drifted from fp32')}]"
+        style = "yellow" if style == "green" else style
+    return status, style
+
+
+def _optional_columns(results: pd.DataFrame) -> list:
+    """(title, render) of the columns a run only shows when it has them: the CPUs when a job ran on part
+    of its device (or on a named cluster), XNNPACK when swept, the batch size of a batch sweep, energy."""
+    def has(column: str) -> bool:
+        return column in results and results[column].notna().any()
+
+    optional = []
+    pinned = has("affinity") and any(
+        len(str(a).split(",")) < n for a, n in zip(results["affinity"], results["cpu_count"])
+        if _present(a) and _present(n))
+    if pinned or (has("cluster") and (results["cluster"].dropna() != "all").any()):
+        optional.append(("cpus", lambda r: f"{r['affinity']} ({r['cluster']})" if _present(r.get("affinity"))
+                         else "-"))
+    if "xnnpack" in results and results["xnnpack"].dropna().nunique() > 1:
+        optional.append(("xnnpack", lambda r: {True: "on", False: "off"}.get(r.get("xnnpack"), "-")))
+    if has("batch"):
+        optional.append(("batch", lambda r: _num(r.get("batch"), "{:.0f}")))
+    if has("mj_per_inference"):
+        optional.append(("mJ/inf", lambda r: _num(r.get("mj_per_inference"), "{:.3f}")))
+    return optional
 
 
 def _note(notes: list[str], text: str) -> int:
@@ -132,12 +170,30 @@ def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _daemon_cell(beat: dict[str, Any] | None) -> str:
+    """The daemon's heartbeat in a few words ("-" for a one-shot device)."""
+    if beat is None:
+        return "-"
+    if not beat.get("running"):
+        return f"[yellow]{beat.get('reason') or 'not running'}[/]"
+    hours = (beat.get("uptime_s") or 0) / 3600
+    parts = [f"up {hours:.1f} h", f"queue {beat.get('queue_length')}"]
+    if beat.get("job"):
+        parts.append(f"running {beat['job']}")
+    if beat.get("temp_c") is not None:
+        parts.append(f"{beat['temp_c']:.0f} °C")
+    if beat.get("loadavg"):
+        parts.append(f"load {beat['loadavg'][0]:.2f}")
+    return ", ".join(parts)
+
+
 def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
     """``edgebench devices``: one line per device; with ``checked`` the facts read from it."""
     table = Table(title="devices")
     columns = ["device", "transport", "address", "tags", "workdir"]
     if checked:
-        columns += ["status", "arch", "python", "runtimes", "cores", "memory", "temp", "disk free", "agent"]
+        columns += ["status", "arch", "python", "runtimes", "cores", "memory", "temp", "disk free", "agent",
+                    "daemon"]
     for column in columns:
         table.add_column(column, overflow="fold")
     notes: list[str] = []
@@ -148,7 +204,7 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
             check = row.get("check") or {}
             if not check.get("reachable"):
                 notes.append(f"{row['name']}: {check.get('reason', 'unreachable')}")
-                cells += [f"[red]unusable [{len(notes)}][/]"] + ["-"] * 8
+                cells += [f"[red]unusable [{len(notes)}][/]"] + ["-"] * 9
             else:
                 runtimes = ", ".join(f"{r['name']} {r.get('version')}" if r.get("ok") else f"{r['name']} (no)"
                                      for r in check.get("runtimes") or [])
@@ -159,7 +215,7 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
                           _num(mem / 1024 / 1024 if mem else None, "{:.1f} GiB"),
                           _num(check.get("temp_c"), "{:.0f} °C"),
                           _num(disk / 1024 / 1024 if disk else None, "{:.1f} GiB"),
-                          str(check.get("agent_version") or "-")]
+                          str(check.get("agent_version") or "-"), _daemon_cell(check.get("daemon"))]
         table.add_row(*cells)
     if notes:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))

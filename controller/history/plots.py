@@ -1,0 +1,239 @@
+"""The report's figures (matplotlib, Agg backend, no pyplot state), each returned as PNG bytes.
+
+Every function takes the report frame of one model (:func:`controller.history.frame.report_frame` rows
+of that model) and returns PNG bytes, or None when there is nothing to draw (no ok rows, no fp32 to
+compare with, no history yet), so the report can say so instead of showing an empty axis.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+VARIANT_COLORS = {"fp32": "#4C72B0", "fp16": "#DD8452", "dynamic": "#55A868", "int8": "#8172B3"}
+OTHER_COLOR = "#937860"
+DPI = 100
+LABELLED = 16  #: the Pareto view names points up to this many
+
+
+def _figure(width: float, height: float) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    # no layout engine: bbox_inches="tight" at save time costs less than constrained layout's iterations
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    return buf.getvalue()
+
+
+def _style(ax) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _groups(frame: pd.DataFrame) -> list[str]:
+    """'device · Nt' labels in the frame's order."""
+    return list(dict.fromkeys(f"{d} · {t}t" for d, t in zip(frame["device"], frame["threads"])))
+
+
+def _bar_width(groups: list[str], variants: list[str]) -> float:
+    """Inches: room for every bar up to a page's width (12 in), then the bars get thinner."""
+    return min(12.0, max(5.5, 0.5 * len(groups) * max(1, len(variants)) + 2))
+
+
+def _group_ticks(ax, groups: list[str]) -> None:
+    """Group labels under the bars; slanted when there are many."""
+    if len(groups) > 6:
+        ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right", fontsize=8)
+    else:
+        ax.set_xticks(range(len(groups)), groups)
+
+
+def _variants(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["variant"]))
+
+
+def latency_bars(frame: pd.DataFrame) -> bytes | None:
+    """p50 bars per variant, grouped by device x threads, with a whisker up to p90."""
+    ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna()]
+    if not len(ok):
+        return None
+    groups, variants = _groups(ok), _variants(ok)
+    fig = _figure(_bar_width(groups, variants), 3.4)
+    ax = fig.add_subplot()
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        rows = ok[ok["variant"] == variant]
+        xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
+        p50 = rows["p50_ms"].astype(float)
+        up = (rows["p90_ms"].astype(float).fillna(p50) - p50).clip(lower=0.0)
+        ax.bar(xs, p50, width * 0.92, color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant,
+               yerr=[[0.0] * len(up), list(up)], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    _group_ticks(ax, groups)
+    ax.set_ylabel("latency p50 ms (whisker: p90)")
+    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.18))
+    _style(ax)
+    return _png(fig)
+
+
+def speedup_heatmap(frame: pd.DataFrame) -> bytes | None:
+    """Speedup vs fp32 (fp32 p50 / p50), device x threads by variant, annotated."""
+    import numpy as np
+
+    ok = frame[frame["speedup_vs_fp32"].notna()]
+    if not len(ok):
+        return None
+    groups, variants = _groups(ok), _variants(ok)
+    grid = np.full((len(groups), len(variants)), np.nan)
+    for device, threads, variant, speedup in zip(ok["device"], ok["threads"], ok["variant"], ok["speedup_vs_fp32"]):
+        grid[groups.index(f"{device} · {threads}t"), variants.index(variant)] = speedup
+    fig = _figure(min(6.2, 1.0 * len(variants) + 2.4), 0.45 * len(groups) + 1.3)
+    ax = fig.add_subplot()
+    spread = max(abs(math.log2(v)) for v in grid[~np.isnan(grid)]) or 1.0
+    image = ax.imshow(np.log2(grid), cmap="RdYlGn", vmin=-spread, vmax=spread, aspect="auto")
+    for (r, c), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            ax.text(c, r, f"{value:.2f}×", ha="center", va="center", fontsize=9,
+                    color="black" if abs(math.log2(value)) < spread * 0.6 else "white")
+    ax.set_xticks(range(len(variants)), variants)
+    ax.set_yticks(range(len(groups)), groups)
+    ax.tick_params(length=0)
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.set_label("speedup vs fp32 (log scale)")
+    ticks = [t for t in (-3, -2, -1, 0, 1, 2, 3) if abs(t) <= spread] or [0]
+    bar.set_ticks(ticks, labels=[f"{2.0 ** t:g}×" for t in ticks])
+    return _png(fig)
+
+
+def pareto(frame: pd.DataFrame) -> bytes | None:
+    """Size x latency x accuracy: one point per ok row (x file size, y p50, colour = variant, marker =
+    device x threads when there are few), each labelled with its accuracy (top-1, else cosine vs fp32)
+    while there are at most LABELLED points; the size/latency Pareto front of each device x threads drawn
+    as a dashed step line (at most 6 of them)."""
+    ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna() & frame["model_bytes"].notna()]
+    if not len(ok):
+        return None
+    fig = _figure(6.2, 3.8)
+    ax = fig.add_subplot()
+    groups = _groups(ok)
+    few = len(groups) <= 6
+    markers = "osD^vP"
+    keys = [f"{d} · {t}t" for d, t in zip(ok["device"], ok["threads"])]
+    for variant in _variants(ok):
+        mask = (ok["variant"] == variant).to_numpy()
+        rows = ok[mask]
+        for g, group in enumerate(groups if few else ["all"]):
+            sel = rows if not few else rows[[k == group for k, m in zip(keys, mask) if m]]
+            if not len(sel):
+                continue
+            ax.scatter(sel["model_bytes"].astype(float) / 1e6, sel["p50_ms"], c=VARIANT_COLORS.get(variant, OTHER_COLOR),
+                       marker=markers[g % len(markers)] if few else "o", s=60 if few else 25, edgecolors="black",
+                       linewidths=0.5, zorder=3, label=variant if g == 0 else None)
+    if len(ok) <= LABELLED:
+        for k, row in enumerate(ok.to_dict("records")):
+            ax.annotate(row["variant"] + _accuracy_label(row), (row["model_bytes"] / 1e6, row["p50_ms"]),
+                        textcoords="offset points", xytext=(7, 6 if k % 2 == 0 else -11), fontsize=7.5,
+                        color="#333333")
+    if few:
+        for group in groups:
+            front = ok[[k == group for k in keys]].sort_values(["model_bytes", "p50_ms"])
+            best, xs, ys = math.inf, [], []
+            for size, p50 in zip(front["model_bytes"].astype(float) / 1e6, front["p50_ms"]):
+                if p50 < best:
+                    best = p50
+                    xs.append(size)
+                    ys.append(p50)
+            if len(xs) > 1:
+                ax.step(xs, ys, where="post", color="#999999", linewidth=1, linestyle="--", zorder=1)
+            ax.scatter([], [], marker=markers[groups.index(group) % len(markers)], facecolors="white",
+                       edgecolors="black", label=group)
+    ax.set_xlabel("model file size MB")
+    ax.set_ylabel("latency p50 ms")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0, right=float(ok["model_bytes"].max()) / 1e6 * 1.3)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    _style(ax)
+    return _png(fig)
+
+
+def _accuracy_label(row: dict) -> str:
+    """' 96.4%' (top-1) or ' cos 0.9999' (vs fp32) or ''."""
+    if _ok(row.get("top1")):
+        return f" {row['top1'] * 100:.1f}%"
+    if _ok(row.get("cosine_vs_fp32")) and row.get("variant") != "fp32":
+        return f" cos {row['cosine_vs_fp32']:.4f}"
+    return ""
+
+
+def memory_bars(frame: pd.DataFrame) -> bytes | None:
+    """Peak RSS MiB per variant, grouped by device x threads."""
+    ok = frame[frame["peak_rss_kb"].notna()]
+    if not len(ok):
+        return None
+    groups, variants = _groups(ok), _variants(ok)
+    fig = _figure(_bar_width(groups, variants), 3.0)
+    ax = fig.add_subplot()
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        rows = ok[ok["variant"] == variant]
+        xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
+        ax.bar(xs, rows["peak_rss_kb"].astype(float) / 1024, width * 0.92,
+               color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant)
+    _group_ticks(ax, groups)
+    ax.set_ylabel("peak RSS MiB")
+    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.2))
+    _style(ax)
+    return _png(fig)
+
+
+def trend_lines(history: pd.DataFrame, run_id: str) -> bytes | None:
+    """p50 over time for each device x threads (one panel each, at most 4), a line per variant; this
+    run's points ringed. ``history``: index rows of this model's series. None with fewer than two runs."""
+    ok = history[(history["status"] == "ok") & history["p50_ms"].notna()]
+    if ok["run_id"].nunique() < 2:
+        return None
+    groups = _groups(ok)[:4]
+    # x = the run's position in time (evenly spaced: nightlies and ad-hoc runs bunch up on a time axis)
+    order = ok.drop_duplicates("run_id").sort_values(["created", "run_id"])
+    position = {run: i for i, run in enumerate(order["run_id"])}
+    fig = _figure(6.2, 1.9 * len(groups) + 0.7)
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
+    fig.subplots_adjust(hspace=0.45)
+    for ax, group in zip(axes, groups):
+        rows = ok[[f"{d} · {t}t" == group for d, t in zip(ok["device"], ok["threads"])]]
+        for variant in _variants(rows):
+            line = rows[rows["variant"] == variant].sort_values(["created", "run_id"])
+            color = VARIANT_COLORS.get(variant, OTHER_COLOR)
+            xs = [position[r] for r in line["run_id"]]
+            ax.plot(xs, line["p50_ms"], marker="o", markersize=3, color=color, label=variant)
+            mine = line[line["run_id"] == run_id]
+            ax.scatter([position[r] for r in mine["run_id"]], mine["p50_ms"], s=80, facecolors="none",
+                       edgecolors=color, linewidths=1.5)
+        ax.set_title(group, fontsize=9, loc="left")
+        ax.set_ylabel("p50 ms")
+        ax.set_ylim(bottom=0)
+        _style(ax)
+    step = max(1, len(order) // 8)
+    ticks = list(range(0, len(order), step))
+    axes[-1].set_xticks(ticks, [order["created"].iloc[i].strftime("%m-%d %H:%M") for i in ticks],
+                        rotation=30, ha="right", fontsize=8)
+    axes[-1].set_xlabel("run (oldest to newest)")
+    axes[0].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _png(fig)
+
+
+def _ok(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
