@@ -33,6 +33,11 @@ def big_model(test_models, tmp_path) -> Path:
     return path
 
 
+def run_folder(out: Path) -> Path:
+    """The run folder under ``out`` (the history store's ``.history`` lives there too)."""
+    return next(p for p in sorted(out.iterdir()) if not p.name.startswith("."))
+
+
 def start_run(model: Path, inventory: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "controller", "run", str(model), "--devices", str(inventory),
                              "--out", str(out), *QUICK, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -74,7 +79,7 @@ def test_an_interrupted_upload_exits_130_cleanly_and_leaves_no_part_file(ssh_fle
     for bad in ("Traceback", "EOFError", "internal error"):
         assert bad not in err, err
     assert parts(workdir) == []  # removed by the interrupted run itself
-    run_dir = next((tmp_path / "out").iterdir())
+    run_dir = run_folder(tmp_path / "out")
     info = json.loads((run_dir / "run.json").read_text())
     assert info["interrupted"] is True and info["devices"][ssh_fleet.servers[0].name]["kind"] == "interrupted"
     assert (run_dir / "results.parquet").is_file()

@@ -32,6 +32,11 @@ PHASES = {"connect": "connect", "push": "push", "measure": "batch", "fetch": "fe
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
 
 
+def run_folder(out: Path) -> Path:
+    """The run folder under ``out`` (the history store's ``.history`` lives there too)."""
+    return next(p for p in sorted(out.iterdir()) if not p.name.startswith("."))
+
+
 def controller(argv: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "controller", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
@@ -75,7 +80,7 @@ def test_a_signal_at_each_step_leaves_a_readable_run_and_a_free_device(test_mode
             proc.kill()
             proc.wait(timeout=10)
     err = err.decode()
-    run_dir = next((tmp_path / "out").iterdir())
+    run_dir = run_folder(tmp_path / "out")
     info = json.loads((run_dir / "run.json").read_text())  # readable whatever happened
     if signame == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
