@@ -6,7 +6,7 @@ AGENT_VENV := .venv-agent
 BIN := $(VENV)/bin
 PIP_FLAGS := --disable-pip-version-check -q
 
-.PHONY: demo test bench agent models lint venv agent-venv wheels clean help system-deps
+.PHONY: demo test bench agent models lint venv agent-venv wheels arm-rootfs clean help system-deps
 
 help:
 	@echo "make demo    - set up, then run the demo model family on the default fleet (devices.yaml)"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench   - measure edgebench itself; figures land in bench/results/"
 	@echo "make agent   - build dist/edgebench-agent.pyz (the zipapp pushed to devices)"
 	@echo "make models  - regenerate models/demo (needs TensorFlow; the result is committed)"
+	@echo "make arm-rootfs - build/cache the emulated aarch64 board of the tests (root, ~2-3 min cold)"
 
 $(VENV)/.stamp: requirements/dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +41,11 @@ dist/edgebench-agent.pyz: $(VENV)/.stamp $(shell find agent -name '*.py' 2>/dev/
 
 agent: dist/edgebench-agent.pyz
 
+# The emulated aarch64 test board: a Debian arm64 rootfs with python3 + numpy + tflite-runtime 2.14,
+# cached under /var/cache/edgebench-test keyed by its recipe (tests/arm_rootfs.py); a no-op when cached.
+arm-rootfs: system-deps $(VENV)/.stamp
+	$(BIN)/python -m tests.arm_rootfs
+
 demo: $(VENV)/.stamp dist/edgebench-agent.pyz
 	$(BIN)/edgebench run models/demo
 	$(BIN)/edgebench report --last
@@ -49,7 +55,7 @@ demo: $(VENV)/.stamp dist/edgebench-agent.pyz
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: system-deps $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz
+test: system-deps $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz arm-rootfs
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp $(AGENT_VENV)/.stamp dist/edgebench-agent.pyz

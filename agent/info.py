@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
-from agent import __version__, probes, runtimes
+from agent import __version__, cpus, probes, runtimes
 
 IMPORT_TIMEOUT_S = 120.0
 
@@ -80,6 +80,8 @@ def collect(workdir: str = ".", runtime: str | None = None) -> dict:
         "python_executable": sys.executable,
         "numpy_version": _numpy_version(),
         "disk_free_kb": probes.disk_free_kb(workdir),
+        "clusters": [{"name": c.name, "cpus": list(c.cpus), "capacity": c.capacity, "source": c.source}
+                     for c in cpus.clusters(probes.sysfs_root())],
     }
 
 
@@ -91,7 +93,8 @@ def summary(doc: dict) -> str:
              f"python    {env['python']} ({doc['python_executable']}), numpy {doc['numpy_version']}",
              (f"cpu       governor {env['governor']}, {env['freq_mhz']} MHz, {env['temp_c_before']} C, "
              f"load {env['loadavg']}"),
-             f"disk      {doc['disk_free_kb']} kB free"]
+             f"disk      {doc['disk_free_kb']} kB free",
+             "clusters  " + ", ".join(f"{c['name']} {c['cpus']}" for c in doc.get("clusters") or [])]
     for r in doc["runtimes"]:
         state = {True: "ok", None: "installed (not import-checked)"}.get(r["ok"], f"unusable: {r['error']}")
         lines.append(f"runtime   {r['name']:<15} {r['version'] or '-':<10} {state}")

@@ -18,8 +18,10 @@ if str(REPO) not in sys.path:
 
 from tests import modelgen
 from tests.fixtures_agent import agent_pyz, agent_venv_python  # noqa: F401  (zipapp + bare venv)
+from tests.fixtures_arm import arm_board  # noqa: F401  (emulated aarch64 board in a netns)
 from tests.fixtures_convert import keras_family, quantized_family  # noqa: F401  (real conversions)
 from tests.fixtures_daemon import agent_daemon  # noqa: F401  (a real agent daemon process)
+from tests.fixtures_family import family  # noqa: F401  (convnet fp32/fp16/int8 + manifest + eval)
 from tests.fixtures_fleet import ssh_fleet, ssh_key, sshd_factory  # noqa: F401  (loopback sshd fleet)
 from tests.fixtures_history import history_runs  # noqa: F401  (real run folders for history/report)
 from tests.fixtures_postgres import pg_database, postgres  # noqa: F401  (a real PostgreSQL server)

@@ -57,16 +57,20 @@ class SSHServer:
     port: int = 0
     host_key: Path | None = None
     proc: subprocess.Popen | None = None
+    host: str = "127.0.0.1"  #: the address it listens on (another one inside a test's network namespace)
+    wrapper: list[str] = field(default_factory=list)  #: argv that execs sshd's argv (e.g. ip netns exec)
 
     @property
     def host_key_line(self) -> str:
         """The known_hosts line for this server."""
         kind, blob = self.host_key.with_suffix(".pub").read_text().split()[:2]
-        return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+        where = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return f"{where} {kind} {blob}\n"
 
     def start(self, authorized_keys: Path, extra_config: str = "") -> SSHServer:
         """Start sshd and wait (bounded) until it accepts connections. Raises RuntimeError if not.
-        ``extra_config`` lines come first (sshd keeps the first value of a keyword)."""
+        ``extra_config`` lines come first (sshd keeps the first value of a keyword). ``wrapper`` must
+        exec sshd (not fork it), so that ``proc`` is sshd itself and :meth:`stop` stops it by PID."""
         os.makedirs("/run/sshd", exist_ok=True)
         if self.host_key is None:
             self.host_key = keygen(self.root / "ssh_host_ed25519_key", f"host-{self.name}")
@@ -74,15 +78,15 @@ class SSHServer:
             self.port = self.port or free_port()
             conf = self.root / "sshd_config"
             conf.write_text(
-                extra_config + f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile none\n"
+                extra_config + f"Port {self.port}\nListenAddress {self.host}\nHostKey {self.host_key}\nPidFile none\n"
                 f"AuthorizedKeysFile {authorized_keys}\nUsePAM no\nStrictModes no\n"
                 "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
                 "KbdInteractiveAuthentication no\nAllowTcpForwarding yes\nSubsystem sftp internal-sftp\n"
                 "MaxStartups 100:30:200\nMaxSessions 50\nLogLevel ERROR\n"
             )
             with open(self.root / "sshd.log", "ab") as log:
-                self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=log, stderr=log,
-                                             stdin=subprocess.DEVNULL)
+                self.proc = subprocess.Popen([*self.wrapper, SSHD, "-D", "-e", "-f", str(conf)], stdout=log,
+                                             stderr=log, stdin=subprocess.DEVNULL)
             if self._wait_ready():
                 return self
             self.stop()
@@ -95,7 +99,7 @@ class SSHServer:
             if self.proc.poll() is not None:
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
                     sock.settimeout(2)
                     if sock.recv(4).startswith(b"SSH-"):
                         return True
@@ -146,7 +150,7 @@ def device_entry(server: SSHServer, key: Path, known_hosts: Path, workdir: Path,
     """A devices.yaml entry that reaches ``server`` as root with ``key``."""
     entry = {
         "name": server.name,
-        "host": "127.0.0.1",
+        "host": server.host,
         "port": server.port,
         "user": "root",
         "identity_file": str(key),

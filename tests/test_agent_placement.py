@@ -212,3 +212,19 @@ def test_batch_cpus_pins_jobs_that_do_not_say_otherwise(test_models, tmp_path):
     affinity = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text())["env"]["affinity"]
                 for name in ("free", "own")}
     assert affinity == {"free": [0], "own": [1]}
+
+
+def test_info_lists_the_clusters_that_big_and_little_mean(tmp_path):
+    import json
+
+    proc = agent_cli("info", "--json", "--runtime", "auto")
+    assert proc.returncode == 0, proc.stderr
+    here = json.loads(proc.stdout)["clusters"]
+    assert here == [{"name": c.name, "cpus": list(c.cpus), "capacity": c.capacity, "source": c.source}
+                    for c in cpus.clusters(Path("/"))]
+    assert [c["name"] for c in here] == ["all"] and here[0]["cpus"] == sorted(os.sched_getaffinity(0))
+    root = board(tmp_path, BIG_LITTLE)
+    proc = subprocess.run([sys.executable, "-m", "agent", "info", "--runtime", "auto"], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, check=False,
+                          env=dict(os.environ, EDGEBENCH_AGENT_SYSFS_ROOT=str(root)))
+    assert "clusters  little [0, 1, 2, 3], big [4, 5, 6, 7]" in proc.stdout

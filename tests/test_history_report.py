@@ -133,9 +133,10 @@ def test_flags_from_the_run_are_shown_and_drift_is_computed_when_the_run_has_non
     (md,) = write_report(run, ("md",))
     (line,) = [ln for ln in md.read_text().splitlines() if ln.startswith("- ⚠ local demo fp16 t1: **")]
     assert "drift" in line and line.endswith("** — cosine 0.9500 to fp32 < 0.99")  # (noisy may be there too)
-    # An older run folder has no flags and no drift column: drift comes from the default thresholds.
+    # An older run folder (schema 1) has no flags and no drift column: drift from the default thresholds.
     run = copy_run(history_runs.runs[1], tmp_path / "drifted")
-    frame = pd.read_parquet(run / "results.parquet").drop(columns=["drift", "drift_reasons"])
+    frame = pd.read_parquet(run / "results.parquet")
+    frame = frame.drop(columns=[c for c in ("flags", "drift", "drift_reasons") if c in frame.columns])
     frame.loc[frame["variant"] == "fp16", "cosine_vs_fp32"] = 0.95
     frame.to_parquet(run / "results.parquet", index=False)
     (md,) = write_report(run, ("md",))

@@ -1,18 +1,16 @@
 """``edgebench run`` end to end: 4 loopback SSH devices + this machine, real agent, real models.
 
-The family used here is three real variants of one conv net (fp32, fp16, int8 with int8 I/O) with a
-manifest and an eval set whose labels are the fp32 model's own predictions, so fp32's top-1 must be
-exactly 1.0 and its cosine vs itself exactly 1.0.
+The family used here (fixture ``family``, tests/fixtures_family.py) is three real variants of one conv
+net (fp32, fp16, int8 with int8 I/O) with a manifest and an eval set whose labels are the fp32 model's own
+predictions, so fp32's top-1 must be exactly 1.0 and its cosine vs itself exactly 1.0.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import io
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,14 +21,10 @@ import pytest
 from controller.cli import main
 from controller.fleet.agent_build import agent_zipapp
 from controller.fleet.store import RESULT_COLUMNS
+from tests.fixtures_family import sha256
 from tests.fixtures_fleet import DEVICE_PYTHON, device_entry, write_inventory
 
 FAST = ["--runs", "5", "--warmup", "1", "--min-seconds", "0", "--warmup-min-seconds", "0"]
-EVAL_SAMPLES = 16
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_json(*argv: str) -> tuple[int, dict]:
@@ -39,36 +33,6 @@ def run_json(*argv: str) -> tuple[int, dict]:
     with contextlib.redirect_stdout(out):
         code = main(["run", *argv, "--json"])
     return code, json.loads(out.getvalue())
-
-
-@pytest.fixture(scope="session")
-def family(tmp_path_factory, test_models) -> Path:
-    """A model family folder: convnet.{fp32,fp16,int8}.tflite + manifest.json + convnet.eval.npz."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    folder = tmp_path_factory.mktemp("family")
-    variants = {}
-    for variant, source in (("fp32", "float32"), ("fp16", "fp16"), ("int8", "int8_io")):
-        target = folder / f"convnet.{variant}.tflite"
-        shutil.copyfile(test_models[source], target)
-        variants[variant] = {"file": target.name, "sha256": sha256(target), "bytes": target.stat().st_size,
-                             "converter": {"name": "tensorflow", "version": "test"}, "options": {},
-                             "calibration": None, "inputs": [], "outputs": [], "min_runtime_version": None}
-    x = np.random.default_rng(3).uniform(0, 1, (EVAL_SAMPLES, 8, 8, 1)).astype(np.float32)
-    interpreter = Interpreter(model_path=str(folder / "convnet.fp32.tflite"))
-    interpreter.allocate_tensors()
-    labels = []
-    for sample in x:
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample[None])
-        interpreter.invoke()
-        labels.append(int(np.argmax(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))))
-    np.savez(folder / "convnet.eval.npz", x=x, y=np.array(labels, dtype=np.int64))
-    manifest = {"manifest_version": 1, "name": "convnet", "created": "2026-11-22T00:00:00Z",
-                "source": {"path": "modelgen", "kind": "tflite", "sha256": variants["fp32"]["sha256"]},
-                "eval": {"file": "convnet.eval.npz", "samples": EVAL_SAMPLES, "labels": True},
-                "variants": variants}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return folder
 
 
 @pytest.fixture(scope="module")

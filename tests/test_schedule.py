@@ -107,7 +107,7 @@ def test_the_installed_cron_line_really_runs_a_nightly(tmp_path, short_nightly):
     assert main(["schedule", "install", "--crontab-file", str(crontab), "--log", str(log), "--", *short_nightly]) == 0
     proc = run_like_cron(cron_entry(crontab), tmp_path)
     assert proc.returncode == 0, (proc.stdout, proc.stderr, log.read_text() if log.exists() else "")
-    [run] = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    [run] = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert json.loads((run / "run.json").read_text())["kind"] == "nightly"
     assert (run / "regressions.json").is_file()
     output = log.read_text()
@@ -129,4 +129,4 @@ def test_the_installed_systemd_service_really_runs_a_nightly(tmp_path, short_nig
     proc = subprocess.run(argv, cwd=value["WorkingDirectory"], env=env, capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 0, proc.stderr
-    assert len([p for p in (tmp_path / "reports").iterdir() if p.is_dir()]) == 1
+    assert len([p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1

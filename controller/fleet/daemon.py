@@ -60,12 +60,13 @@ def fetch_journaled(session: Any, folder: str, prefix: str, daemon_id: str, remo
     """Download one journaled result (``remote``) through ``folder`` and return it with the run's own job
     id in ``job.id`` (the daemon's in ``daemon.job_id``). Raises DeviceError for a dead link."""
     local = os.path.join(folder, f".fetch-{daemon_id}.json")
-    session.t.get(remote, local)
-    try:
+    try:  # (inside: a download cut off by a dead link leaves no partial file in the run folder)
+        session.t.get(remote, local)
         with open(local, encoding="utf-8") as fh:
             doc = json.load(fh)
     finally:
-        os.unlink(local)
+        if os.path.exists(local):
+            os.unlink(local)
     doc["job"]["id"] = daemon_id[len(prefix):]
     doc.setdefault("daemon", {})["job_id"] = daemon_id
     return doc

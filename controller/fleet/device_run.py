@@ -332,8 +332,8 @@ class DeviceRun(DeviceSession):
         if job_id in self.fetched:
             return
         local = os.path.join(self.store.device_dir("results", self.device.name), f".fetch-{job_id}.json")
-        self.t.get(posixpath.join(run_dir, "results", f"{job_id}.json"), local)
-        try:
+        try:  # (inside: a download cut off by a dead link leaves no partial file in the run folder)
+            self.t.get(posixpath.join(run_dir, "results", f"{job_id}.json"), local)
             with open(local, encoding="utf-8") as fh:
                 doc = json.load(fh)
         except (OSError, json.JSONDecodeError) as exc:

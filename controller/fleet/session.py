@@ -111,7 +111,10 @@ def _runtime_problems(stdout: str) -> str:
     runtimes = info.get("runtimes") if isinstance(info, dict) else None
     if not runtimes:
         return "none installed"
-    return "; ".join(f"{r.get('name')}: {r.get('error') or 'not tried'}" for r in runtimes if not r.get("ok"))
+    problems = [f"{r.get('name')}: {r.get('error') or 'not tried'}" for r in runtimes if not r.get("ok")]
+    if info.get("numpy_version") is None:  # a fresh board: the runtimes need numpy too
+        problems.append("numpy: not installed")
+    return "; ".join(problems)
 
 
 class DeviceSession:

@@ -33,6 +33,7 @@ from agent.regular_file import NotRegularFile, check_regular
 from controller.errors import ConfigError, DeviceError, HostKeyError
 from controller.fleet import known_hosts
 from controller.fleet.inventory import Device
+from controller.fleet.stall import StallGuard
 from controller.fleet.transport import (
     TAIL_CHARS,
     ByteCallback,
@@ -187,6 +188,11 @@ class SSHTransport(Transport):
     keepalive_seconds = KEEPALIVE_SECONDS  #: silence before a command's link is probed
     dead_after_seconds = 15.0  #: unanswered probe after which the link counts as dead
 
+    @property
+    def sftp_silence_seconds(self) -> float:
+        """How long one SFTP request may go unanswered before the link counts as dead."""
+        return min(self.device.command_timeout, self.keepalive_seconds + self.dead_after_seconds)
+
     def __init__(self, device: Device):
         super().__init__(device)
         self.endpoint = resolve_endpoint(device)
@@ -224,7 +230,6 @@ class SSHTransport(Transport):
             self._client = _connect_client(self.device, self.endpoint, sock)
             self._fingerprint = fingerprint(self._client.get_transport().get_remote_server_key())
             self._sftp = self._client.open_sftp()
-            self._sftp.get_channel().settimeout(self.device.command_timeout)
         except Exception:
             self.close()
             raise
@@ -300,22 +305,40 @@ class SSHTransport(Transport):
         )
 
     def _sftp_call(self, what: str, func, *args, **kwargs):
+        """``func(*args, **kwargs)`` on the SFTP session; a ``callback`` kwarg (bytes moved) also feeds the
+        stall guard. No progress for :attr:`sftp_silence_seconds` (a dead link) is kind "unreachable"."""
+        transport = self._transport()
+        guard = StallGuard(transport.sock, self.sftp_silence_seconds)
+        if "callback" in kwargs:
+            callback = kwargs["callback"]
+            kwargs["callback"] = guard.progress if callback is None else (
+                lambda sent, total: (guard.progress(), callback(sent, total)))
+        try:
+            with guard:
+                return func(*args, **kwargs)
+        except Exception as exc:
+            if not guard.fired:
+                error = self._sftp_error(what, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            self.close()
+            raise DeviceError(self.device.name, f"no answer for {self.sftp_silence_seconds:g} s during {what}: "
+                              "the link is dead (or the device hangs)", kind="unreachable") from exc
+
+    def _sftp_error(self, what: str, exc: Exception) -> Exception:
+        """The DeviceError for a failed SFTP call: the connection dropped mid-transfer, disk full, another
+        SFTP failure; other exceptions (FileNotFoundError included) as they are."""
         import paramiko
 
-        self._transport()
-        try:
-            return func(*args, **kwargs)
-        except FileNotFoundError:
-            raise
-        except (paramiko.SSHException, EOFError) as exc:  # "Server connection dropped" mid-transfer
+        if isinstance(exc, (paramiko.SSHException, EOFError)):  # "Server connection dropped" mid-transfer
             detail = str(exc) or type(exc).__name__
-            raise DeviceError(self.device.name, f"{what} failed: the SSH connection was lost ({detail})",
-                              kind="unreachable") from exc
-        except OSError as exc:
-            kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
-            raise DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind) from exc
-        except socket.timeout as exc:
-            raise DeviceError(self.device.name, f"{what} timed out", kind="timeout") from exc
+            return DeviceError(self.device.name, f"{what} failed: the SSH connection was lost ({detail})",
+                               kind="unreachable")
+        if isinstance(exc, FileNotFoundError) or not isinstance(exc, OSError):
+            return exc
+        kind = "disk_full" if "No space" in str(exc) or getattr(exc, "errno", None) == 28 else "sftp"
+        return DeviceError(self.device.name, f"{what} failed: {exc}", kind=kind)
 
     def put(self, local: str, remote: str, *, on_bytes: ByteCallback | None = None) -> int:
         callback = (lambda sent, total: on_bytes(sent)) if on_bytes else None
@@ -332,7 +355,7 @@ class SSHTransport(Transport):
         return len(data)
 
     def get(self, remote: str, local: str) -> int:
-        self._sftp_call(f"download of {remote}", self._sftp.get, remote, local)
+        self._sftp_call(f"download of {remote}", self._sftp.get, remote, local, callback=None)
         return os.path.getsize(local)
 
     def exists(self, remote: str) -> bool:

@@ -177,7 +177,7 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
         if has_drift:
             if row.get("drift") is True or row.get("drift") == 1:
                 found.add("drift")
-        elif not has_flags and row.get("variant") != "fp32":
+        elif row.get("variant") != "fp32":  # no drift verdict stored (a run's flags column may exist)
             base = fp32_top1.get((row["device"], row["model"], row["threads"]))
             drop = (base - row["top1"]) * 100 if _num(base) and _num(row.get("top1")) else None
             cosine = row.get("cosine_vs_fp32") if _num(row.get("cosine_vs_fp32")) else None

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 VARIANT_COLORS = {"fp32": "#4C72B0", "fp16": "#DD8452", "dynamic": "#55A868", "int8": "#8172B3"}
 OTHER_COLOR = "#937860"
 DPI = 100
-LABELLED = 16  #: the Pareto view names points up to this many
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -119,9 +118,9 @@ def speedup_heatmap(frame: pd.DataFrame) -> bytes | None:
 
 def pareto(frame: pd.DataFrame) -> bytes | None:
     """Size x latency x accuracy: one point per ok row (x file size, y p50, colour = variant, marker =
-    device x threads when there are few), each labelled with its accuracy (top-1, else cosine vs fp32)
-    while there are at most LABELLED points; the size/latency Pareto front of each device x threads drawn
-    as a dashed step line (at most 6 of them)."""
+    device x threads when there are at most 6 of them); each variant's accuracy (top-1, else cosine vs
+    fp32) is in its legend entry, so labels never pile up on points that sit together; the size/latency
+    Pareto front of each device x threads drawn as a dashed step line."""
     ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna() & frame["model_bytes"].notna()]
     if not len(ok):
         return None
@@ -138,14 +137,10 @@ def pareto(frame: pd.DataFrame) -> bytes | None:
             sel = rows if not few else rows[[k == group for k, m in zip(keys, mask) if m]]
             if not len(sel):
                 continue
+            label = f"{variant}{_accuracy_label(rows)}" if g == 0 else None
             ax.scatter(sel["model_bytes"].astype(float) / 1e6, sel["p50_ms"], c=VARIANT_COLORS.get(variant, OTHER_COLOR),
                        marker=markers[g % len(markers)] if few else "o", s=60 if few else 25, edgecolors="black",
-                       linewidths=0.5, zorder=3, label=variant if g == 0 else None)
-    if len(ok) <= LABELLED:
-        for k, row in enumerate(ok.to_dict("records")):
-            ax.annotate(row["variant"] + _accuracy_label(row), (row["model_bytes"] / 1e6, row["p50_ms"]),
-                        textcoords="offset points", xytext=(7, 6 if k % 2 == 0 else -11), fontsize=7.5,
-                        color="#333333")
+                       linewidths=0.5, zorder=3, label=label)
     if few:
         for group in groups:
             front = ok[[k == group for k in keys]].sort_values(["model_bytes", "p50_ms"])
@@ -162,18 +157,23 @@ def pareto(frame: pd.DataFrame) -> bytes | None:
     ax.set_xlabel("model file size MB")
     ax.set_ylabel("latency p50 ms")
     ax.set_ylim(bottom=0)
-    ax.set_xlim(left=0, right=float(ok["model_bytes"].max()) / 1e6 * 1.3)
+    ax.set_xlim(left=0, right=float(ok["model_bytes"].max()) / 1e6 * 1.15)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     _style(ax)
     return _png(fig)
 
 
-def _accuracy_label(row: dict) -> str:
-    """' 96.4%' (top-1) or ' cos 0.9999' (vs fp32) or ''."""
-    if _ok(row.get("top1")):
-        return f" {row['top1'] * 100:.1f}%"
-    if _ok(row.get("cosine_vs_fp32")) and row.get("variant") != "fp32":
-        return f" cos {row['cosine_vs_fp32']:.4f}"
+def _accuracy_label(rows: pd.DataFrame) -> str:
+    """' · top-1 96.4%' (the variant's rows; a range when devices differ), else ' · cos 0.9999' vs fp32,
+    else ''."""
+    for column, text in (("top1", "top-1 {:.1f}%"), ("cosine_vs_fp32", "cos {:.4f}")):
+        values = rows[column].dropna().astype(float) if column in rows else []
+        if column == "cosine_vs_fp32" and len(rows) and (rows["variant"] == "fp32").all():
+            return ""
+        if len(values):
+            scale = 100 if column == "top1" else 1
+            lo, hi = text.format(values.min() * scale), text.format(values.max() * scale)
+            return f" · {lo}" if lo == hi else f" · {lo}-{hi.split()[-1]}"
     return ""
 
 
