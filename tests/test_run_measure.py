@@ -13,7 +13,7 @@ import pytest
 
 from controller.cli import main
 from tests.fixtures_fleet import DEVICE_PYTHON, write_inventory
-from tests.test_run import FAST, family, run_json  # noqa: F401  (family: the convnet fp32/fp16/int8 fixture)
+from tests.test_run import FAST, run_json  # (the family fixture comes from conftest)
 
 
 def inventory(tmp_path: Path, **extra) -> Path:
@@ -26,7 +26,7 @@ def rows_of(doc: dict) -> dict:
     return {r["job_id"]: r for r in doc["results"]}
 
 
-def test_pinned_repeated_xnnpack_sweep(family, tmp_path, capsys):  # noqa: F811
+def test_pinned_repeated_xnnpack_sweep(family, tmp_path, capsys):
     models = [str(family / "convnet.fp32.tflite"), str(family / "convnet.int8.tflite")]
     argv = [*models, "--devices", str(inventory(tmp_path)), "--out", str(tmp_path / "out"), "--no-eval",
             "--cpus", "1", "--repeat", "2", "--xnnpack", "on,off", *FAST]
@@ -99,7 +99,7 @@ def test_inputs_are_pushed_and_used(test_models, tmp_path):
     assert used["count"] == 3 and used["source"].startswith(str(tmp_path / "work" / "data"))
 
 
-def test_a_missing_delegate_is_each_jobs_error_not_the_runs(family, tmp_path):  # noqa: F811
+def test_a_missing_delegate_is_each_jobs_error_not_the_runs(family, tmp_path):
     code, doc = run_json(str(family / "convnet.fp32.tflite"), "--devices", str(inventory(tmp_path)),
                          "--out", str(tmp_path / "out"), "--no-eval", "--delegate", "/nonexistent/libnpu.so:a=1",
                          *FAST)
