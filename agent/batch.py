@@ -14,17 +14,22 @@ import contextlib
 import json
 import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from agent import disk_full
 from agent.cpus import check_placement
-from agent.errors import UsageError
+from agent.errors import DiskFullError, UsageError
 from agent.job import JobSpec, check_job_id
 from agent.lock import DeviceLock
+from agent.regular_file import NotRegularFile, open_regular
 from agent.runner import RunnerOptions, run_job
 from agent.schema import write_json_atomic
+
+MAX_JOB_FILE_BYTES = 64 * 2**20  #: a job file is a few KiB per job
 
 
 @dataclass
@@ -67,9 +72,19 @@ def load_jobs(path: str, text: str | None = None) -> list:
     if path == STDIN:
         path = "'-' (standard input)"
     try:
-        data = json.loads(Path(path).read_text() if text is None else text)
+        if text is None:
+            with open_regular(path) as fh:
+                raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+        else:
+            raw = text
+    except NotRegularFile as exc:
+        raise UsageError(f"job file {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise UsageError(f"job file {path} is larger than {MAX_JOB_FILE_BYTES // 2**20} MiB; check the path")
+    try:
+        data = json.loads(raw)
     except ValueError as exc:
         raise UsageError(f"job file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, list):
@@ -115,20 +130,46 @@ def run_batch(options: BatchOptions, emit: Callable[[dict], None]) -> list:
 
 
 def _run_all(order: list, out: Path, options: BatchOptions, emit: Callable[[dict], None]) -> list:
+    """Run ``order``; raise DiskFullError when the disk fills up (after emitting what was measured)."""
     docs = []
     for index, spec in enumerate(order):
         cooldown = max(options.cooldown, spec.cooldown)
         if index and cooldown > 0:
             time.sleep(cooldown)
         emit({"event": "start", "id": spec.id, "index": index, "total": len(order), "time": time.time()})
-        doc = run_job(spec, options.runner)
+        try:
+            doc = run_job(spec, options.runner)
+        except OSError as exc:  # the worker's scratch folder could not be made or written
+            if not disk_full.is_disk_full(exc):
+                raise
+            _disk_full(emit, exc.filename or options.runner.tmp_root or tempfile.gettempdir(), exc,
+                       "preparing the job", spec.id, None)
         doc["batch"] = {"index": index, "total": len(order), "shuffle_seed": options.shuffle_seed,
                         "cooldown_s": cooldown}
         path = out / f"{spec.id}.json"
-        write_json_atomic(path, doc)
+        try:
+            write_json_atomic(path, doc)
+        except OSError as exc:
+            if not disk_full.is_disk_full(exc):
+                raise
+            _disk_full(emit, path, exc, "writing the result document", spec.id, doc)
         docs.append(doc)
         event = {"event": "done", "id": spec.id, "status": doc["status"], "file": str(path), "time": time.time()}
         if options.inline:
             event["document"] = doc
         emit(event)
     return docs
+
+
+def _disk_full(emit: Callable[[dict], None], path: object, exc: OSError, what: str, job_id: str,
+               doc: dict | None) -> None:
+    """Report a full disk and stop the batch. A document that was measured but could not be written goes
+    inline in its ``done`` event (``"file": null, "document": {...}``), so the controller keeps it; then
+    a ``disk_full`` event carries the message. Raises DiskFullError (exit 5)."""
+    text = disk_full.message(str(path), exc, what)
+    if doc is not None:
+        emit({"event": "done", "id": job_id, "status": doc["status"], "file": None, "document": doc,
+              "time": time.time()})
+    emit({"event": "disk_full", "id": job_id, "path": str(path), "free_kb": disk_full.free_kb(str(path)),
+          "message": text, "time": time.time()})
+    raise DiskFullError(text) from exc

@@ -16,7 +16,7 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
-from agent.job import RUNTIME_CHOICES, JobSpec, parse_input_shapes
+from agent.job import MAX_THREADS, RUNTIME_CHOICES, JobSpec, parse_input_shapes
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -24,7 +24,9 @@ EPILOG = """exit codes:
   2   usage error (bad arguments, missing file, bad job file)
   3   no TFLite runtime can be imported (or not the one asked for)
   4   the device lock could not be taken before its deadline (daemon: another daemon owns the workdir)
-  6   daemon-client: no agent daemon answers on that workdir (5 is batch's disk full)
+  5   batch: the disk filled up; finished documents are kept (the last one inline in its "done" event),
+      the rest of the batch was not run
+  6   daemon-client: no agent daemon answers on that workdir
   70  internal error (a bug in the agent)
 """
 
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("model", metavar="MODEL.tflite")
     d = JobSpec(model="")  # one source for the measurement defaults (the controller's `run` uses it too)
-    run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads (default {d.threads})")
+    run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads, 1 to {MAX_THREADS} (default {d.threads})")
     run.add_argument("--runs", type=int, default=d.runs, help=f"at least this many timed runs ({d.runs})")
     run.add_argument("--warmup", type=int, default=d.warmup, help=f"at least this many warmup runs ({d.warmup})")
     run.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
@@ -75,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"pause this long between the worker processes, seconds ({d.cooldown:g})")
     run.add_argument("--run-delay", type=float, default=d.run_delay,
                      help=f"pause this long between two timed inferences, seconds ({d.run_delay:g})")
-    run.add_argument("--timeout", type=float, default=600.0, help="deadline of the worker, seconds (600)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
+    run.add_argument("--timeout", type=float, default=d.timeout, help=f"deadline of the worker, seconds ({d.timeout:g})")
+    run.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs ({d.seed}; 0 to 2^32-1)")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
 
     info = sub.add_parser("info", help="this device's environment and every runtime it can load")
@@ -126,12 +128,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from agent import runtimes
     from agent.job import JobSpec
+    from agent.regular_file import NotRegularFile, check_regular
     from agent.runner import run_job
     from agent.summary import job_summary
 
     for label, path in (("model", args.model), ("--inputs", args.inputs)):
-        if path is not None and not Path(path).is_file():
-            raise UsageError(f"{label} file {path} does not exist")
+        try:
+            if path is not None:
+                check_regular(path)
+        except NotRegularFile as exc:
+            raise UsageError(f"{label} file {exc}") from None
     runtimes.choose(args.runtime)  # NoRuntimeError (exit 3) before starting a worker
     delegate, delegate_options = None, {}
     if args.delegate:
@@ -181,6 +187,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
+    from agent.job import check_seconds
+
+    check_seconds("--lock-timeout", args.lock_timeout)
+    check_seconds("--cooldown", args.cooldown)
     jobs_text = read_jobs_line() if args.jobs == STDIN else None  # before the EOF watcher reads stdin
     if args.stop_on_stdin_eof:
         _watch_stdin()

@@ -16,6 +16,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: bad arguments, a file that does not exist, an unreadable job file
     NO_RUNTIME = 3  #: no TFLite runtime can be imported on this device (or not the one asked for)
     BUSY = 4  #: the device lock could not be taken before its deadline (or another daemon owns the workdir)
+    DISK_FULL = 5  #: batch: the disk filled up; finished documents kept, the rest of the batch not run
     NO_DAEMON = 6  #: daemon-client: no agent daemon answers on that workdir
     INTERNAL = 70  #: a bug in the agent
     INTERRUPTED = 130  #: Ctrl-C / SIGINT; batch results written so far are kept
@@ -37,6 +38,12 @@ class NoRuntimeError(AgentError):
 
 class BusyError(AgentError):
     exit_code = ExitCode.BUSY
+
+
+class DiskFullError(AgentError):
+    """The device's disk filled up during a batch. The message holds the free space and the fix."""
+
+    exit_code = ExitCode.DISK_FULL
 
 
 class SchemaError(AgentError, ValueError):

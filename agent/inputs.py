@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.errors import JobFailed
+from agent.regular_file import check_regular
 from agent.tensors import RANDOM_RANGES, is_quantized, quantize
 
 # Keys of an eval-set .npz (docs/internals.md) that are not model inputs.
@@ -63,8 +64,9 @@ def load_samples(path: str, ios: list[dict]) -> Samples:
     JobFailed(kind="bad_inputs") naming the file, the input and what was expected.
     """
     try:
+        check_regular(path)  # a FIFO or /dev/zero would block or read forever in np.load
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise JobFailed("bad_inputs", f"cannot read inputs file {path}: {exc}; give a .npy or .npz "
                         "written by numpy") from exc
     if isinstance(loaded, np.ndarray):

@@ -8,6 +8,7 @@ of them to a job file that ``python -m agent batch`` reads, and the result docum
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,26 +82,23 @@ class JobSpec:
         return spec
 
     def validate(self) -> None:
-        """Raise UsageError when a setting is out of range."""
+        """Raise UsageError naming the setting when one is of the wrong type, not finite, or out of range
+        (the ranges are :data:`INT_RANGES` and :func:`check_seconds`)."""
         if self.runtime not in RUNTIME_CHOICES:
             raise UsageError(f"runtime must be one of {RUNTIME_CHOICES}, got {self.runtime!r}")
-        if int(self.threads) < 1:
-            raise UsageError(f"threads must be >= 1, got {self.threads}")
-        if int(self.warmup) < 0:
-            raise UsageError(f"warmup must be >= 0, got {self.warmup}")
-        if int(self.runs) < 1:
-            raise UsageError(f"runs must be >= 1, got {self.runs}")
-        for name in ("min_seconds", "warmup_min_seconds", "max_seconds", "timeout"):
-            if float(getattr(self, name)) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{name} must be a whole number, got {value!r}")
+            if not low <= value <= high:
+                raise UsageError(f"{name} must be between {low} and {high}, got {value}")
+        for name in SECONDS_SETTINGS:
+            check_seconds(name, getattr(self, name))
         if self.timeout <= 0:
-            raise UsageError("timeout must be > 0")
+            raise UsageError(f"timeout must be > 0 seconds, got {self.timeout:g}")
         check_placement(self.cpus)
-        if int(self.repeat) < 1:
-            raise UsageError(f"repeat must be >= 1, got {self.repeat}")
         for name in ("cooldown", "run_delay"):
-            if float(getattr(self, name)) < 0:
-                raise UsageError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+            check_seconds(name, getattr(self, name))
         if self.delegate is not None and not str(self.delegate).strip():
             raise UsageError("delegate must be the path of a delegate library, got an empty string")
         if not isinstance(self.delegate_options, dict):
@@ -109,6 +107,31 @@ class JobSpec:
             from agent.profile import check_plan
 
             check_plan(self.profile)
+
+
+# Bounds of the numeric settings, checked by JobSpec.validate (README "Agent"). MAX_THREADS: no edge board
+# has more cores, and the runtime segfaults on absurd counts (100000). MAX_SECONDS (one week) keeps every
+# deadline a number the OS timers take (signal.alarm overflows on 1e300).
+MAX_THREADS = 256
+MAX_RUNS = 10**9  #: more than max_seconds lets run on any board; the loop stops at max_seconds anyway
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_SEED = 2**32 - 1
+MAX_REPEAT = 1000  #: fresh worker processes per job
+INT_RANGES = {"threads": (1, MAX_THREADS), "warmup": (0, MAX_RUNS), "runs": (1, MAX_RUNS), "seed": (0, MAX_SEED),
+              "repeat": (1, MAX_REPEAT)}
+SECONDS_SETTINGS = ("warmup_min_seconds", "min_seconds", "max_seconds", "timeout")
+
+
+def check_seconds(name: str, value: object) -> None:
+    """Raise UsageError naming ``name`` unless ``value`` is a finite number of seconds in [0, MAX_SECONDS]
+    (NaN, infinity, negative, huge and non-numbers are refused). The one rule for every duration the agent
+    takes (job settings incl. cooldown / run_delay, ``batch --lock-timeout`` / ``--cooldown``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number of seconds, got {value}")
+    if not 0 <= value <= MAX_SECONDS:
+        raise UsageError(f"{name} must be between 0 and {MAX_SECONDS:g} seconds, got {value:g}")
 
 
 def parse_input_shapes(items: list) -> dict[str, list[int]]:

@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 from agent.errors import JobFailed
+from agent.regular_file import NotRegularFile, open_regular
 
 FILE_IDENTIFIER = b"TFL3"
 _MIN_BYTES = 16
@@ -31,9 +32,10 @@ _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of the file's bytes. Raises OSError when it cannot be read."""
+    """Hex sha256 of the file's bytes. Raises OSError (NotRegularFile: missing, unreadable, not a regular
+    file) when it cannot be read; never blocks on a FIFO."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -82,9 +84,15 @@ class _Reader:
         return [start + 4 + i * element_size for i in range(length)]
 
     def string(self, start: int, what: str) -> str:
+        """The UTF-8 string at ``start``; raises _Truncated when it is not valid UTF-8 (the runtimes decode
+        names strictly and would fail later with a UnicodeDecodeError)."""
         length = self.u32(start, what)
         self._need(start + 4, length, what)
-        return bytes(self.data[start + 4:start + 4 + length]).decode("utf-8", "replace")
+        raw = bytes(self.data[start + 4:start + 4 + length])
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Truncated(f"{what} at byte {start} is not valid UTF-8 ({raw[:40]!r})") from exc
 
     def tables(self, table: int, index: int, what: str) -> list[int]:
         start = self.ref(table, index, what)
@@ -103,14 +111,17 @@ class _Reader:
 def check(path: Path) -> list[str]:
     """Check that ``path`` holds a complete TFLite flatbuffer; return the custom op names it uses.
 
-    Raises JobFailed(kind="missing_model") when the file cannot be read and JobFailed(kind="not_a_model")
-    when it is not a TFLite model or is cut short; the message names the file and what to do.
+    Raises JobFailed(kind="missing_model") when the file does not exist or cannot be read (permission,
+    symlink loop) and JobFailed(kind="not_a_model") when it is not a regular file (a directory, a FIFO,
+    a device), not a TFLite model, cut short, or names a tensor / op in invalid UTF-8; the message names
+    the file and what to do. Never blocks: a FIFO is refused, not opened for reading.
     """
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
-    except OSError as exc:
-        raise JobFailed("missing_model", f"cannot read model file {path}: {exc.strerror or exc}; "
-                        "check the path (on a device: was the model pushed?)") from exc
+        f = open_regular(path)
+    except NotRegularFile as exc:
+        kind = "not_a_model" if exc.not_regular else "missing_model"
+        raise JobFailed(kind, f"model file {exc}; " + ("pass a .tflite file" if kind == "not_a_model" else
+                        "check the path and its permissions (on a device: was the model pushed?)")) from exc
     with f:
         head = f.read(_MIN_BYTES)
         if len(head) < _MIN_BYTES or head[4:8] != FILE_IDENTIFIER:
@@ -150,7 +161,10 @@ def _walk(r: _Reader) -> list[str]:
             for index, what in ((_TENSOR_SHAPE, "tensor shape"), (_TENSOR_NAME, "tensor name")):
                 start = r.ref(tensor, index, what)
                 if start:
-                    r.vector(start, 4 if index == _TENSOR_SHAPE else 1, what)
+                    if index == _TENSOR_NAME:
+                        r.string(start, what)
+                    else:
+                        r.vector(start, 4, what)
         for operator in r.tables(subgraph, _SUBGRAPH_OPERATORS, "operator"):
             for index in (_OPERATOR_INPUTS, _OPERATOR_OUTPUTS):
                 start = r.ref(operator, index, "operator inputs/outputs")

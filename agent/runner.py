@@ -161,7 +161,10 @@ def _document(spec: JobSpec, returncode: int, timed_out: bool, result_file: Path
         return doc  # a missing model: the document already says so
     key = (str(model.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _IDENTITY_CACHE:
-        _IDENTITY_CACHE[key] = modelfile.sha256_of(model)
+        try:
+            _IDENTITY_CACHE[key] = modelfile.sha256_of(model)
+        except OSError:
+            return doc  # unreadable / not a regular file: the worker's document already says so
     doc["model"].update(sha256=_IDENTITY_CACHE[key], bytes=stat.st_size)
     return doc
 

@@ -11,6 +11,7 @@ History of SCHEMA_VERSION (readers refuse newer versions, migrate older ones wit
       None / [] (flags derived from timing.noisy and stop_reason) and ``migrated_from: 1``.
 """
 
+import contextlib
 import copy
 import json
 import os
@@ -35,19 +36,21 @@ FLAG_DRIFT = "drift"  #: added by the controller: accuracy vs fp32 past its thre
 FLAGS = (FLAG_NOISY, FLAG_THROTTLED, FLAG_PARTIAL, FLAG_DRIFT)
 
 # error.kind values the agent produces (consumers may see others later; treat unknown as generic):
-#   "not_a_model"       file is not a TFLite flatbuffer / is truncated
+#   "not_a_model"       file is not a TFLite flatbuffer / is truncated / names a tensor in invalid UTF-8 /
+#                       is not a regular file (a directory, FIFO, device: "is a FIFO ..., not a regular file")
 #   "unresolved_op"     custom op the runtime does not have
 #   "flex_op"           Select-TF (Flex) op; needs the TensorFlow runtime or the flex delegate
 #   "dynamic_shape"     an input has unknown dimensions; give --input-shape NAME=d1,d2,...
 #   "bad_inputs"        --inputs file does not match the model's inputs
 #   "unsupported_op"    a builtin op (or op version) the runtime is too old for; use a newer runtime
 #   "no_runtime"        the runtime asked for cannot be imported on this device
-#   "missing_model"     the model file does not exist / cannot be read
+#   "missing_model"     the model file does not exist / is not readable (permission) / is a symlink loop
 #   "internal"          a bug in the agent (the message holds the traceback's last line)
 #   "runtime_error"     anything else the runtime raised
 #   "signal"            worker killed by a signal (status "crashed")
 #   "timeout"           worker passed its deadline (status "timeout")
 #   "worker_failed"     worker exited without writing a document
+#   "disk_full"         the device's disk filled up while the job wrote its outputs (message: free space, fix)
 #   "bad_placement"     the job's cpus name CPUs this device does not have online   (v2)
 #   "delegate_load"     the external delegate library is missing / not a delegate  (v2)
 #   "delegate_rejected" the delegate failed to prepare the model                    (v2)
@@ -158,10 +161,19 @@ def set_error(doc: dict, status: str, kind: str, message: str, stderr_tail: str 
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
-    """Write ``doc`` as JSON to ``path`` via a temporary file and rename (readers never see half)."""
+    """Write ``doc`` as JSON to ``path`` via a temporary file and rename (readers never see half).
+
+    Raises OSError when it cannot be written (a full disk included); the temporary file is removed then,
+    so a failed write leaves nothing behind."""
+    text = json.dumps(doc, allow_nan=False, default=_jsonable)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, allow_nan=False, default=_jsonable))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _jsonable(value: Any) -> Any:

@@ -27,6 +27,7 @@ sampled-power pass (power sensors only) -> outputs. Nothing new sits inside the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ from agent import (
     canary,
     cpus,
     delegation,
+    disk_full,
     energy,
     measure,
     modelfile,
@@ -328,12 +330,16 @@ def _save_outputs(path: str, interpreter: Any, in_ios: list, out_ios: list, samp
         arrays[io["name"]] = tensors.real_values(raw, io)
         arrays[f"raw/{io['name']}"] = raw
     target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, target)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # never leave a half-written file behind
+        if disk_full.is_disk_full(exc):
+            raise JobFailed("disk_full", disk_full.message(target, exc, "writing the outputs to")) from exc
         raise JobFailed("bad_inputs", f"cannot write outputs to {path}: {exc}; give a writable path") from exc
     return str(target)
 

@@ -14,6 +14,7 @@ RECONNECT_ATTEMPTS = 5  #: a daemon device's run reconnects this many times afte
 RECONNECT_BACKOFF = 1.0  #: seconds before the first reconnect; doubles for each next one (at most 30)
 SYNC_START_TIMEOUT = 120.0  #: seconds devices wait for each other before they start measuring
 CHECK_DEADLINE = 60.0  #: seconds: `devices --check`, whole call
+MAX_CHECK_DEADLINE = 3600.0  #: seconds: the largest `devices --check --timeout` accepted
 PIP_TIMEOUT = 900.0  #: seconds: `bootstrap`'s pip install on a device
 TOP1_DROP = 2.0  #: drift flag: top-1 points below fp32
 MIN_COSINE = 0.99  #: drift flag: worst output's mean cosine similarity to fp32 below this

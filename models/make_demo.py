@@ -113,7 +113,7 @@ def make(out: Path) -> int:
         result = convert(ConvertOptions(
             src=keras_path, out=out, name="demo", calibration=str(calibration),
             calibration_samples=CALIBRATION_SAMPLES, io="int8", compat_runtime="2.14", eval=eval_file,
-            seed=SEED,
+            seed=SEED, force=True,  # this folder is demo_models' own: `make demo` again replaces it
         ))
     # The calibration file was a temporary one: record what it was instead of its vanished path.
     from controller.variants import manifest as mf

@@ -73,9 +73,9 @@ def test_repeat_cooldown_and_run_delay_reach_the_job(test_models):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["run", "MODEL", "--repeat", "0"], "repeat must be >= 1"),
-    (["run", "MODEL", "--cooldown", "-1"], "cooldown must be >= 0"),
-    (["run", "MODEL", "--run-delay", "-0.5"], "run_delay must be >= 0"),
+    (["run", "MODEL", "--repeat", "0"], "repeat must be between 1 and 1000"),
+    (["run", "MODEL", "--cooldown", "-1"], "cooldown must be between 0 and"),
+    (["run", "MODEL", "--run-delay", "-0.5"], "run_delay must be between 0 and"),
     (["run", "missing.tflite"], "does not exist"),
     (["run", "MODEL", "--input-shape", "seq=1,x"], "NAME=d1,d2"),
     (["run", "MODEL", "--threads", "0"], "threads"),

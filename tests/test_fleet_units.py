@@ -197,7 +197,7 @@ def test_collect_models_from_folders_and_files(tmp_path):
     more = collect_models([str(tmp_path / "net.int8.tflite"), str(tmp_path / "plain.tflite")])
     assert [(m.name, m.variant) for m in more] == [("net", "int8"), ("plain", "-")]
     assert more[0].sha256 == models[3].sha256
-    for bad, words in ((tmp_path / "nope.tflite", "no such model"), (tmp_path / "x.txt", "not a .tflite")):
+    for bad, words in ((tmp_path / "nope.tflite", "nope.tflite does not exist"), (tmp_path / "x.txt", "not a .tflite")):
         if bad.suffix == ".txt":
             bad.write_text("x")
         with pytest.raises(InputError, match=words):
@@ -233,8 +233,11 @@ def _session(tmp_path):
     (130, "", "", "interrupted", ["interrupted"]),
     (-9, "", "", "interrupted", ["killed by signal 9"]),
     (1, "", "OSError: [Errno 28] No space left on device", "disk_full", ["disk full", "free space"]),
-    (5, "", "something odd", "agent", ["failed (exit 5)", "something odd"]),
-    (5, "", "", "agent", ["it printed nothing"]),
+    (5, "", ("error: the device's disk is full (No space left on device) while writing the result document "
+     "/w/r.json: 0 KiB free there; free space on the device"), "disk_full",
+     ["stopped: the device's disk is full", "0 KiB free", "free space on the device"]),
+    (9, "", "something odd", "agent", ["failed (exit 9)", "something odd"]),
+    (9, "", "", "agent", ["it printed nothing"]),
 ])
 def test_every_agent_exit_code_gets_its_reason_and_fix(tmp_path, code, stdout, stderr, kind, words):
     error = _session(tmp_path).agent_failure("info", CommandResult(["x"], code, stdout, stderr, 0.1))

@@ -69,7 +69,7 @@ def test_the_repository_devices_yaml_is_one_local_device():
         ("      - name: b1\n        hots: x\n", ["b1", "'hots'", "unknown key"]),
         ("      - name: b1\n        port: twenty\n", ["b1", "'port'", "integer"]),
         ("      - name: b1\n        port: 70000\n", ["b1", "'port'", "1-65535"]),
-        ("      - name: b1\n        threads: [0]\n", ["b1", "'threads'", "positive"]),
+        ("      - name: b1\n        threads: [0]\n", ["b1", "'threads'", "from 1 to 256"]),
         ("      - name: b1\n        tags: arm64\n", ["b1", "'tags'", "list"]),
         ("      - name: b1\n        transport: telnet\n", ["b1", "'transport'", "ssh, local"]),
         ("      - name: b1\n        password: hunter2\n", ["b1", "'password'", "no passwords"]),
@@ -94,7 +94,7 @@ def test_bad_defaults_and_top_level_keys_are_refused(tmp_path):
         load(write(tmp_path, "defaults:\n  workdirs: /x\ndevices:\n  - name: a\n"))
     with pytest.raises(ConfigError, match="unknown top-level key"):
         load(write(tmp_path, "device:\n  - name: a\n"))
-    with pytest.raises(ConfigError, match="no such devices file"):
+    with pytest.raises(ConfigError, match="missing.yaml does not exist; pass --devices FILE"):
         load(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(write(tmp_path, "devices: [\n"))

@@ -222,7 +222,7 @@ def test_a_locked_device_is_reported_busy(family, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["nope.tflite"], "no such model"),
+        (["nope.tflite"], "model nope.tflite does not exist"),
         (["MODEL", "--device", "ghost"], "no device 'ghost'"),
         (["MODEL", "--tag", "gpu"], "tag 'gpu'"),
         (["MODEL", "--runs", "0"], "--runs"),

@@ -115,8 +115,8 @@ def test_a_missing_delegate_is_each_jobs_error_not_the_runs(family, tmp_path):
     (["--cpus", "fast"], "--cpus 'fast'"),
     (["--inputs", "/nonexistent/x.npz"], "--inputs /nonexistent/x.npz does not exist"),
     (["--delegate", "/x/lib.so:novalue"], "is not key=value"),
-    (["--repeat", "0"], "--repeat must be >= 1"),
-    (["--run-delay", "-1"], "--run-delay must be >= 0"),
+    (["--repeat", "0"], "--repeat must be between 1 and 1000"),
+    (["--run-delay", "-1"], "--run-delay must be between 0 and"),
     (["--input-shape", "seq=1,x"], "NAME=d1,d2"),
     (["--input-shape", "sequence=1,2"], "no model has such an input"),
 ])

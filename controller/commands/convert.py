@@ -53,6 +53,8 @@ def register(sub) -> None:
                    help=f"flag drift: worst output's mean cosine to fp32 below this (default {defaults.MIN_COSINE:g})")
     p.add_argument("--runtime", default="auto", help="runtime of the --eval runs (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of sample selection and random calibration")
+    p.add_argument("--force", action="store_true", help="replace the model folder already in DIR (its "
+                   "manifest, variants, eval set and accuracy.json); without it an existing one is refused")
     p.add_argument("--json", action="store_true", help="print a JSON document on stdout (nothing else)")
     p.set_defaults(func=run)
 
@@ -74,7 +76,7 @@ def run(args) -> int:
         src=Path(args.src), out=Path(args.out), name=args.name, variants=tuple(args.variants),
         calibration=args.calibration, calibration_samples=args.calibration_samples, io=args.io,
         compat_runtime=args.compat_runtime, eval=Path(args.eval) if args.eval else None, seed=args.seed,
-        top1_drop=args.top1_drop, min_cosine=args.min_cosine, runtime=args.runtime,
+        top1_drop=args.top1_drop, min_cosine=args.min_cosine, runtime=args.runtime, force=args.force,
     )
     err = Console(stderr=True)
     with ProgressView(err, options.variants) as view:

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """List / check / trust; return 0, or 1 when some checked device is unreachable, 3 when none is."""
     import json
+    import math
     import sys
 
     from controller.commands.selection import selected_devices
@@ -38,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from controller.errors import ExitCode, UsageError
     from controller.fleet.view import devices_table
 
+    if not math.isfinite(args.timeout) or not 0 < args.timeout <= defaults.MAX_CHECK_DEADLINE:
+        raise UsageError(f"--timeout must be a number of seconds in (0, {defaults.MAX_CHECK_DEADLINE:g}], got "
+                         f"{args.timeout}")
     inventory, devices = selected_devices(args)
     out = console()
     if args.trust:

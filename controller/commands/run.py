@@ -118,7 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prints the table. Exit 0 all ok, 1 some jobs or devices failed, 3 no device reachable, "
         "6 a variant drifted from fp32.",
     )
-    add_run_arguments(p)
+    add_run_arguments(p, models_nargs="*")  # none with --resume; run() checks
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish a run whose controller was killed: fetch what "
+                   "finished on its devices, mark the rest not_run, rebuild the tables (nothing is measured "
+                   "again); give the --devices/--inventory the run used, no MODEL")
     p.add_argument("--profile", action="store_true", help="then time each op of every model that ran ok, on "
                    "each device (as edgebench profile): <run>/profiles/<device>/<job-id>-profile.json")
     p.set_defaults(func=run)
@@ -192,9 +195,16 @@ def _as_options(message: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the fleet; return the exit code (see ``edgebench --help``)."""
     from controller.commands.selection import selected_devices
+    from controller.errors import UsageError
     from controller.fleet.models import collect_models
     from controller.history.index import check_store_url
 
+    if args.resume:
+        if args.models:
+            raise UsageError("--resume RUN_DIR finishes an existing run: give no MODEL with it")
+        return resume(args)
+    if not args.models:
+        raise UsageError("give at least one MODEL (a .tflite file or a folder with manifest.json), or --resume RUN_DIR")
     check_store_url(args.store)
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
@@ -208,6 +218,41 @@ def run(args: argparse.Namespace) -> int:
         after = _profiler(args, options, devices, models)
     store, result = run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
     return exit_code(result, store.run_info.get("profiles"))
+
+
+def resume(args: argparse.Namespace) -> int:
+    """``run --resume RUN_DIR`` (:func:`controller.fleet.resume.resume_run`): print what was recovered and
+    the table; return the run's exit code (0 all jobs ok, 1 partial, 3 no device reachable)."""
+    import json
+    import sys
+
+    from controller.commands.selection import selected_devices
+    from controller.console import console
+    from controller.fleet.agent_build import agent_zipapp
+    from controller.fleet.resume import resume_run
+    from controller.fleet.store import load_results
+    from controller.fleet.view import results_table
+
+    _, devices = selected_devices(args)
+    store, group = resume_run(args.resume, devices, args.agent or agent_zipapp())
+    frame = load_results(store.root)
+    jobs_failed = bool(len(frame)) and bool((frame["status"] != "ok").any())
+    code = int(group.exit_code(jobs_failed=jobs_failed))
+    if args.json:
+        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code,
+               "devices": {n: {"ok": o.ok, "reason": o.reason, "kind": o.kind, "value": o.value}
+                           for n, o in group.outcomes.items()},
+               "results": json.loads(frame.to_json(orient="records"))}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return code
+    err = console(stderr=True)
+    for name, outcome in group.outcomes.items():
+        said = (f"{outcome.value['fetched']} result(s) fetched, {outcome.value['missing']} job(s) not run"
+                if outcome.ok else f"[red]failed[/] ({outcome.kind}): {outcome.reason}")
+        err.print(f"{name}: {said}", soft_wrap=True)
+    console().print(results_table(frame))
+    console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
+    return code
 
 
 def exit_code(result, profiles: dict | None) -> int:

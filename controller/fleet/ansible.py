@@ -10,13 +10,13 @@ Precedence (lowest first): ``all`` vars, then group vars from parent to child, t
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from controller.errors import ConfigError
+from controller.fleet.config_file import parse_yaml, read_text
 from controller.fleet.inventory import DEVICE_KEYS, Device, Inventory, check_entry, make_device
 
 _ANSIBLE_VARS = {
@@ -74,10 +74,7 @@ def load_ansible(path: str) -> Inventory:
 
     Raises ConfigError naming the file, the host and the variable for anything that does not fit.
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such Ansible inventory; pass --inventory FILE")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    text = read_text(path, "Ansible inventory", "pass --inventory FILE")
     groups = _parse_yaml(path, text) if path.endswith((".yml", ".yaml")) else _parse_ini(path, text)
     devices: list[Device] = []
     for host in groups.host_vars:
@@ -176,12 +173,7 @@ def _parse_ini(path: str, text: str) -> _Groups:
 
 
 def _parse_yaml(path: str, text: str) -> _Groups:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = parse_yaml(path, text)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an Ansible YAML inventory is a mapping of groups (e.g. 'all:')")
     groups = _Groups()

@@ -31,8 +31,10 @@ from controller.fleet.info_cache import InfoCache
 from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef
 from controller.fleet.options import RunOptions
+from controller.fleet.part_files import sweep_stale
 from controller.fleet.prepare import prepare
 from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint
+from controller.fleet.step_hooks import enter_step
 from controller.fleet.store import RunStore, not_run_row
 from controller.fleet.sweep import Setting, input_suffix
 
@@ -55,9 +57,16 @@ class DeviceRun(DeviceSession):
         self.outputs: dict[str, str] = {}
         self.gate: StartGate | None = None
         self._gate_passed = False
-        self.stopping = False  #: set on Ctrl-C / SIGTERM before the link is closed: no reconnect then
+        self.stopping = False  #: set by stop() on Ctrl-C / SIGTERM before the link is closed: whatever fails from
+        #: now on failed because of the interrupt, and a daemon device must not reconnect
+        self._recorded = False
         self.info_cache = InfoCache()
         self._first_start: float | None = None  #: device clock: when the batch's first job started
+
+    def stop(self) -> None:
+        """Ctrl-C / SIGTERM: close the link so the work in flight unwinds (called from the main thread)."""
+        self.stopping = True
+        self.close()
 
     def run(self) -> DeviceStatus:
         """Do everything for this device; never raises for a device problem (it becomes the status)."""
@@ -65,11 +74,14 @@ class DeviceRun(DeviceSession):
         try:
             self._work()
             self._set(state="done", detail="")
-        except DeviceError as exc:
-            self._fail(exc.reason, exc.kind)
-        except Exception as exc:  # a bug must not take the other devices down; it is recorded
-            log.exception("%s: internal error", self.device.name)
-            self._fail(f"internal error: {type(exc).__name__}: {exc}", "internal")
+        except Exception as exc:
+            if self.stopping:  # the link was closed under the work: not the device's fault, not a bug
+                self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
+            elif isinstance(exc, DeviceError):
+                self._fail(exc.reason, exc.kind)
+            else:  # a bug must not take the other devices down; it is recorded
+                log.exception("%s: internal error", self.device.name)
+                self._fail(f"internal error: {type(exc).__name__}: {exc}", "internal")
         finally:
             self._pass_gate(wait=False)
             self.close()
@@ -92,19 +104,28 @@ class DeviceRun(DeviceSession):
                 self.store.add_not_run(not_run_row(self.store.run_id, self.device.name, job, "not_run",
                                                    reason, kind))
 
+    def finish_interrupted(self) -> None:
+        """After Ctrl-C, from the main thread: a device whose thread has not recorded its end yet is
+        recorded as interrupted now (its thread may still be unwinding)."""
+        if not self._recorded:
+            self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
+            self._record()
+
     def _record(self) -> None:
+        self._recorded = True
         fields = self.status.to_dict()
         fields.update(transport=self.device.transport, host=self.device.host, workdir=self.device.workdir,
                       tags=list(self.device.tags))
         self.store.update_device(self.device.name, **fields)
 
     def _work(self) -> None:
-        clock = _Phases(self.status.phases)
+        clock = _Phases(self.status.phases, lambda: self.stopping)
         run_dir = posixpath.join("runs", self.store.run_id)
         with clock("connect"):
             self.connect()
         with clock("probe"):
             self.probe(subdirs=(posixpath.join(run_dir, "results"), posixpath.join(run_dir, "outputs")))
+            sweep_stale(self)  # the probe removed part files a killed controller left behind
         run_dir = posixpath.join(self.workdir, run_dir)
         self._set(state="preflight", detail="")
         info, runtime, version, verdicts = prepare(self, clock)
@@ -271,11 +292,11 @@ class DeviceRun(DeviceSession):
                 self.status.measuring_seconds = round(stamp - self._first_start, 3)
         if event.get("event") == "start":
             self._set(detail=f"job {event.get('index', 0) + 1}/{event.get('total', len(self.jobs))}")
+        elif event.get("event") == "done" and isinstance(event.get("document"), dict):
+            # inline (`batch --inline`), or measured when the device's disk could not hold it
+            self._keep_result(event["document"])
         elif event.get("event") == "done" and event.get("id"):
-            if isinstance(event.get("document"), dict):
-                self._save_result(str(event["id"]), event["document"])
-            else:
-                self._fetch_result(run_dir, str(event["id"]))
+            self._fetch_result(run_dir, str(event["id"]))
 
     def _fetch_result(self, run_dir: str, job_id: str) -> None:
         """Download job ``job_id``'s document (when its ``done`` event did not carry it) and save it."""
@@ -292,10 +313,12 @@ class DeviceRun(DeviceSession):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(local)
-        self._save_result(job_id, doc)
+        self._keep_result(doc)
 
-    def _save_result(self, job_id: str, doc: dict[str, Any]) -> None:
-        """Store job ``job_id``'s document (once) and count it."""
+    def _keep_result(self, doc: dict[str, Any]) -> None:
+        """Save one job's result document in the run folder (once) and count it. Raises DeviceError when
+        the store refuses it (e.g. a newer agent's schema)."""
+        job_id = str((doc.get("job") or {}).get("id"))
         if job_id in self.fetched:
             return
         try:
@@ -352,14 +375,22 @@ class StartGate:
                 self._cond.wait(end - time.monotonic())
 
 
+class _Stopped(Exception):
+    """Raised at the start of a step once the run was interrupted (internal to this module)."""
+
+
 class _Phases:
     """Context manager factory that adds each step's wall seconds to a dict."""
 
-    def __init__(self, into: dict[str, float]):
+    def __init__(self, into: dict[str, float], stopping: Callable[[], bool] = lambda: False):
         self.into = into
+        self.stopping = stopping
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        enter_step(name, self.stopping)
+        if self.stopping():  # interrupted: start no new step (a local transport would reconnect)
+            raise _Stopped(name)
         start = time.monotonic()
         try:
             yield

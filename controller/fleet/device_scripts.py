@@ -46,7 +46,7 @@ PROBE_SH = (
 )
 
 _PROBE_BODY = """
-import json, os, sys, types
+import json, os, sys, time, types
 py, w, req = sys.argv[1], sys.argv[2].rstrip('/') or '/', json.loads(sys.argv[3])
 out = {'python': py, 'workdir': w, 'error': None, 'present': {}}
 try:
@@ -58,11 +58,21 @@ except OSError as exc:
     out['error'] = {'kind': 'workdir', 'message': 'cannot create the workdir folder %s: %s' % (where, why)}
     print(json.dumps(out))
     sys.exit(0)
+out['removed_parts'] = []
 for sub in req['list']:
     try:
-        out['present'][sub] = sorted(n for n in os.listdir(os.path.join(w, sub)) if '.part-' not in n)
+        names = os.listdir(os.path.join(w, sub))
     except OSError:
-        out['present'][sub] = []
+        names = []
+    out['present'][sub] = sorted(n for n in names if '.part-' not in n)
+    for name in names:  # upload temp files of a killed controller: stale once older than part_age
+        path = os.path.join(w, sub, name)
+        try:
+            if '.part-' in name and time.time() - os.lstat(path).st_mtime > req['part_age']:
+                os.unlink(path)
+                out['removed_parts'].append(path)
+        except OSError:
+            pass
 out['disk_free_kb'] = disk_free_kb(w)
 # Installed versions from the metadata folders pip writes (name-version.dist-info), first on sys.path
 # first: importing importlib.metadata alone costs ~0.2 s (email, zipfile, csv ...) on a small board.
@@ -149,6 +159,14 @@ print(json.dumps(out))
 """
 
 
+def stale_part_age(device: Device) -> float:
+    """Seconds after which an upload temp file (``*.part-*``) on ``device`` belongs to no live upload
+    (see :mod:`controller.fleet.part_files`): the probe removes older ones."""
+    from controller.fleet.part_files import STALE_FACTOR
+
+    return STALE_FACTOR * device.command_timeout
+
+
 def probe_argv(device: Device, subdirs: Sequence[str], use_venv: bool = True) -> tuple[list[str], str]:
     """The probe command for ``device`` (creating ``agent`` and ``subdirs`` under its workdir) and the
     python it runs when the venv is absent (named in a "cannot be run" error). The order of the
@@ -158,6 +176,7 @@ def probe_argv(device: Device, subdirs: Sequence[str], use_venv: bool = True) ->
     venv_first = use_venv and resolve_python(device, venv_python=marker) == marker
     otherwise = resolve_python(device)
     request = {"dirs": ["agent", *CACHE_FOLDERS[1:], *subdirs], "list": list(CACHE_FOLDERS),
+               "part_age": stale_part_age(device),
                "runtimes": [[s.name, s.module, list(s.distributions)] for s in runtimes.RUNTIMES]}
     argv = ["sh", "-c", PROBE_SH, "edgebench-probe", device.workdir, VENV_PYTHON if venv_first else "",
             otherwise, PROBE_PY, json.dumps(request)]

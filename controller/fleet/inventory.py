@@ -11,6 +11,7 @@ Ansible inventories are read by :mod:`controller.fleet.ansible` into the same :c
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -18,14 +19,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.job import MAX_THREADS
 from controller import defaults
 from controller.errors import ConfigError, UsageError
+from controller.fleet.config_file import read_yaml, where
 
 TRANSPORTS = ("ssh", "local")
 RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
 
 # Control characters would make names unprintable and ambiguous in logs, tables and file names.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME_CHARS = 100
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  #: a device timeout beyond a week is a typo (and overflows OS timers)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a device, or None. A device name is also a folder name in run folders
+    (``results/<device>/``), so it must not be empty, ``.`` or ``..``, hold ``/``, ``\\`` or control
+    characters, or be longer than MAX_NAME_CHARS."""
+    if not name.strip() or name.strip() in (".", "..") or _CONTROL.search(name) or "/" in name \
+            or "\\" in name or len(name) > MAX_NAME_CHARS:
+        return (f"must be a usable folder name: 1-{MAX_NAME_CHARS} characters, not '.' or '..', without '/', "
+                "'\\' or control characters")
+    return None
 
 
 @dataclass(frozen=True)
@@ -151,18 +167,11 @@ _PATH_KEYS = ("identity_file", "known_hosts", "ssh_config")
 def load(path: str) -> Inventory:
     """Read and validate a devices.yaml.
 
-    Raises InputError-like ConfigError when the file is missing, is not YAML, or any key is unknown,
-    of the wrong type or out of range; the message names the file, the device and the key.
+    Raises ConfigError when the file is missing, not a regular file, not UTF-8, not YAML, repeats a key,
+    or any key is unknown, of the wrong type or out of range; the message names the file with the line,
+    the device and the key.
     """
-    import yaml
-
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such devices file; pass --devices FILE or create it (see README)")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "devices file", "pass --devices FILE or create it (see README)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'devices:' (and optional 'defaults:')")
     unknown = sorted(set(data) - {"defaults", "devices"})
@@ -170,15 +179,16 @@ def load(path: str) -> Inventory:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; allowed: defaults, devices")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise ConfigError(f"{path}: 'defaults' must be a mapping of device keys")
+        raise ConfigError(f"{where(path, data, 'defaults')}: 'defaults' must be a mapping of device keys")
     check_entry(path, "defaults", defaults, _DEFAULT_KEYS)
     entries = data.get("devices")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: 'devices' must be a non-empty list of devices")
+        raise ConfigError(f"{where(path, data, 'devices')}: 'devices' must be a non-empty list of devices")
     devices = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ConfigError(f"{path}: devices[{index}] must be a mapping with at least 'name'")
+            raise ConfigError(f"{where(path, data, 'devices')}: devices[{index}] must be a mapping with at least "
+                              "'name'")
         label = entry.get("name") if isinstance(entry.get("name"), str) else f"devices[{index}]"
         check_entry(path, label, entry, tuple(DEVICE_KEYS))
         devices.append(make_device(path, entry, defaults))
@@ -192,49 +202,51 @@ def make_device(path: str, entry: Mapping[str, Any], defaults: Mapping[str, Any]
     SSH devices only. Raises ConfigError naming ``path``, the device and the key.
     """
     if "name" not in entry:
-        raise ConfigError(f"{path}: a device has no 'name' key")
+        raise ConfigError(f"{where(path, entry)}: a device has no 'name' key")
     name = entry["name"]
     merged = {k: v for k, v in defaults.items() if k != "python"}
     merged.update(entry)
     kwargs: dict[str, Any] = {"default_python": defaults.get("python")}
     for key, value in merged.items():
-        kwargs[key] = _convert(path, name, key, value)
-    if not name.strip() or _CONTROL.search(name) or "/" in name:
-        raise ConfigError(
-            f"{path}: device {name!r}: key 'name' must be non-empty, without '/' or control characters"
-        )
+        at = where(path, entry if key in entry else defaults, key)
+        kwargs[key] = _convert(at, name, key, value)
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"{where(path, entry, 'name')}: device {name!r}: key 'name' {problem}")
     device = Device(**kwargs)
     if device.is_local:
         for key in ("host", "port", "user", "identity_file", "proxy_jump"):
             if key in entry:
                 raise ConfigError(
-                    f"{path}: device {name!r}: key {key!r} is for SSH devices, but transport is 'local'"
+                    f"{where(path, entry, key)}: device {name!r}: key {key!r} is for SSH devices, but transport "
+                    "is 'local'"
                 )
     return device
 
 
 def check_entry(path: str, label: str, entry: Mapping[str, Any], allowed: Sequence[str]) -> None:
     for key in entry:
+        at = where(path, entry, key)
         if key in _SECRET_KEYS:
             raise ConfigError(
-                f"{path}: device {label!r}: key {key!r}: no passwords in the inventory; use a key "
+                f"{at}: device {label!r}: key {key!r}: no passwords in the inventory; use a key "
                 "(identity_file) or ssh-agent"
             )
         if key not in allowed:
             raise ConfigError(
-                f"{path}: device {label!r}: unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+                f"{at}: device {label!r}: unknown key {key!r}; allowed keys: {', '.join(allowed)}"
             )
         types, what = DEVICE_KEYS[key]
         value = entry[key]
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ConfigError(
-                f"{path}: device {label!r}: key {key!r} must be {what}, got {type(value).__name__} {value!r}"
+                f"{at}: device {label!r}: key {key!r} must be {what}, got {type(value).__name__} {value!r}"
             )
 
 
-def _convert(path: str, name: str, key: str, value: Any) -> Any:
+def _convert(at: str, name: str, key: str, value: Any) -> Any:
     def bad(what: str) -> ConfigError:
-        return ConfigError(f"{path}: device {name!r}: key {key!r} {what}, got {value!r}")
+        return ConfigError(f"{at}: device {name!r}: key {key!r} {what}, got {value!r}")
 
     if key == "transport" and value not in TRANSPORTS:
         raise bad(f"must be one of {', '.join(TRANSPORTS)}")
@@ -248,8 +260,9 @@ def _convert(path: str, name: str, key: str, value: Any) -> Any:
         return tuple(value)
     if key == "threads":
         items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in items):
-            raise bad("must be a list of positive integers")
+        if not items or not all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= MAX_THREADS
+                                for t in items):
+            raise bad(f"must be a list of integers from 1 to {MAX_THREADS}")
         return tuple(items)
     if key == "cpus":
         from agent.cpus import check_placement
@@ -260,10 +273,13 @@ def _convert(path: str, name: str, key: str, value: Any) -> Any:
         except AgentUsageError:
             raise bad("must be all, big, little or a CPU list like 0,2-3") from None
         return str(value)
-    if key in ("connect_timeout", "command_timeout") and value <= 0:
-        raise bad("must be > 0 seconds")
-    if key == "lock_timeout" and value < 0:
-        raise bad("must be >= 0 seconds")
+    if key in ("connect_timeout", "command_timeout", "lock_timeout"):
+        if not math.isfinite(value) or value > MAX_TIMEOUT_S:
+            raise bad(f"must be a finite number of seconds up to {MAX_TIMEOUT_S:g}")
+        if value <= 0 and key != "lock_timeout":
+            raise bad("must be > 0 seconds")
+        if value < 0:
+            raise bad("must be >= 0 seconds")
     if key in _PATH_KEYS:
         return os.path.expanduser(value)
     if key in ("connect_timeout", "command_timeout", "lock_timeout"):

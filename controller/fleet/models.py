@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.modelfile import sha256_of
+from agent.regular_file import NotRegularFile, check_regular
 from controller.errors import InputError
 
 MODEL_SUFFIX = ".tflite"
@@ -53,18 +54,19 @@ def collect_models(paths: Sequence[str]) -> list[ModelRef]:
             for variant in manifest.variants.values():
                 models.append(ModelRef(manifest.name, variant.name, str(variant.path), variant.sha256,
                                        variant.bytes, eval_path))
-        elif os.path.isfile(path):
+        else:
+            try:
+                digest = sha256_of(path)  # refuses, at once, what is no readable regular file (a FIFO ...)
+            except NotRegularFile as exc:
+                raise InputError(f"model {exc}; give .tflite files or folders with a manifest.json (made by "
+                                 "edgebench convert)") from None
             if not path.endswith(MODEL_SUFFIX):
                 raise InputError(f"{path}: not a .tflite file or a folder with manifest.json")
             stem = os.path.basename(path)[: -len(MODEL_SUFFIX)]
             name, _, variant = stem.rpartition(".")
             if variant not in manifest_mod.VARIANTS:
                 name, variant = stem, "-"
-            models.append(ModelRef(name, variant, os.path.abspath(path), sha256_of(path),
-                                   os.path.getsize(path)))
-        else:
-            raise InputError(f"{path}: no such model file or folder; give .tflite files or folders with a "
-                             "manifest.json (made by edgebench convert)")
+            models.append(ModelRef(name, variant, os.path.abspath(path), digest, os.path.getsize(path)))
     if not models:
         raise InputError("no models to run")
     return models
@@ -75,11 +77,13 @@ def check_eval_data(path: str) -> None:
     arrays) and, if present, integer labels ``y`` with one label per sample."""
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise InputError(f"--eval {path}: no such file; give a .npz with x (inputs) and y (labels)")
+    try:
+        check_regular(path)  # a FIFO would block np.load, /dev/zero be read forever
+    except NotRegularFile as exc:
+        raise InputError(f"--eval {exc}; give a .npz with x (inputs) and y (labels)") from None
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise InputError(f"--eval {path}: not a readable .npz/.npy file ({exc})") from exc
     if isinstance(data, np.ndarray):
         return

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import AgentError
-from agent.job import JobSpec
+from agent.job import MAX_THREADS, JobSpec, check_seconds
 from controller import defaults
 from controller.errors import UsageError
 from controller.variants.scoring import Thresholds
+
+MAX_PARALLEL = 1024  #: devices worked on at once (a thread each)
 
 
 @dataclass
@@ -49,16 +51,19 @@ class RunOptions:
             self.job.validate()
         except AgentError as exc:
             raise UsageError(f"bad measurement setting: {exc}") from exc
-        if not self.threads or min(self.threads) < 1:
-            raise UsageError(f"threads must be integers >= 1, got {list(self.threads)}")
+        if not self.threads or min(self.threads) < 1 or max(self.threads) > MAX_THREADS:
+            raise UsageError(f"threads must be integers from 1 to {MAX_THREADS}, got {list(self.threads)}")
         if self.batch_sizes and min(self.batch_sizes) < 1:
             raise UsageError(f"batch sizes must be integers >= 1, got {list(self.batch_sizes)}")
         if self.job.inputs and not os.path.isfile(self.job.inputs):
             raise UsageError(f"inputs file {self.job.inputs} does not exist; give a .npy/.npz of input data")
-        if self.parallel < 1:
-            raise UsageError(f"parallel must be >= 1, got {self.parallel}")
-        if self.lock_timeout is not None and not self.lock_timeout >= 0:
-            raise UsageError(f"lock timeout must be >= 0 seconds, got {self.lock_timeout}")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            raise UsageError(f"parallel must be between 1 and {MAX_PARALLEL}, got {self.parallel}")
+        if self.lock_timeout is not None:
+            try:
+                check_seconds("--lock-timeout", self.lock_timeout)
+            except AgentError as exc:
+                raise UsageError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,7 +28,9 @@ from controller.fleet.group import GroupResult, run_group
 from controller.fleet.inventory import Device
 from controller.fleet.models import ModelRef
 from controller.fleet.options import RunOptions
+from controller.fleet.part_files import remove_own
 from controller.fleet.session import DeviceStatus
+from controller.fleet.step_hooks import enter_step
 from controller.fleet.store import RunStore, run_info
 
 TABLES_EVERY_SECONDS = 5.0
@@ -109,12 +111,17 @@ def run_fleet(devices: Sequence[Device], models: list[ModelRef], options: RunOpt
 
     def stop_all() -> None:  # Ctrl-C: local commands killed, SSH links closed
         for device_run in runs.values():
-            device_run.stopping = True  # a daemon device must not reconnect now
-            device_run.close()
+            device_run.stop()  # sets stopping first: a daemon device must not reconnect now
 
     result.group = run_group(devices, work, parallel=options.parallel, on_interrupt=stop_all)
+    enter_step("write")
     if result.interrupted:
         store.save_run_info(interrupted=True)
+        for device_run in runs.values():
+            device_run.finish_interrupted()
+            # interrupted uploads: removed now where the device answers (else the next run sweeps them)
+            if device_run.parts_in_flight and remove_own(device_run.device, device_run.parts_in_flight):
+                device_run.parts_in_flight.clear()
     result.results = store.write_tables()
     return result
 
@@ -130,9 +137,17 @@ def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptio
                                               **info})
     try:
         result = run_fleet(devices, models, options, store, notify)
-    finally:
-        store.save_run_info(finished=_now())
-    store.save_run_info(exit_code=int(result.exit_code()))
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM outside the device group (e.g. while writing the tables)
+        store.save_run_info(finished=_now(), interrupted=True, state="interrupted",
+                            exit_code=int(ExitCode.INTERRUPTED))
+        store.write_tables()
+        raise
+    except BaseException:
+        store.save_run_info(finished=_now(), state="failed")
+        raise
+    code = int(result.exit_code())
+    store.save_run_info(finished=_now(), exit_code=code,
+                        state="interrupted" if result.interrupted else "finished")
     return store, result
 
 

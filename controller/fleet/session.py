@@ -122,6 +122,7 @@ class DeviceSession:
         self.workdir = ""
         self.python = ""
         self.agent = ""
+        self.parts_in_flight: list[str] = []  #: part files being uploaded now (removed if interrupted)
 
     def _set(self, **changes: Any) -> None:
         for key, value in changes.items():
@@ -242,6 +243,7 @@ class DeviceSession:
         with ``info_runtime``) and return its answer. Raises DeviceError kind "push" (mismatch, upload
         cut), "disk_full", or :meth:`agent_failure`'s for a failing info."""
         parts = [(local, digest, f"{remote}.part-{self.token}", remote) for local, digest, remote in files]
+        self.parts_in_flight.extend(part for _, _, part, _ in parts)  # removed by the run if interrupted
         base = self.status.bytes_pushed
         chunks, total = device_scripts.stage_input(parts, self._info_argv(info_runtime) if with_info else None,
                                                    lambda n: self._set(bytes_pushed=base + n))
@@ -253,6 +255,7 @@ class DeviceSession:
             raise DeviceError(self.device.name, f"pushing and verifying files failed (exit {result.exit_code}): "
                               f"{(result.stderr or result.stdout).strip()[-500:]}",
                               kind="disk_full" if disk else "push")
+        self.parts_in_flight.clear()  # the device script renamed or removed each of them
         error = answer.get("error")
         if error and error.get("kind") == "disk_full":
             raise DeviceError(self.device.name, f"disk full: {error['message']}; free space in {self.workdir} "
@@ -292,6 +295,8 @@ class DeviceSession:
             return DeviceError(name, f"`agent {command}` refused its arguments ({said}); the agent on the device "
                                "and this controller disagree - run with --agent to push a matching agent",
                                kind="agent")
+        if code == AgentExit.DISK_FULL:  # the agent's message holds the free space and the fix
+            return DeviceError(name, f"`agent {command}` stopped: {said.removeprefix('error: ')}", kind="disk_full")
         if code == AgentExit.INTERNAL:
             return DeviceError(name, f"`agent {command}` hit a bug in the agent ({said}); please report it with "
                                "this message", kind="agent")

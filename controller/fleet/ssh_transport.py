@@ -17,7 +17,9 @@ defaults.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import logging
 import os
 import select
 import socket
@@ -27,7 +29,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from controller.errors import DeviceError, HostKeyError
+from agent.regular_file import NotRegularFile, check_regular
+from controller.errors import ConfigError, DeviceError, HostKeyError
+from controller.fleet import known_hosts
 from controller.fleet.inventory import Device
 from controller.fleet.stall import StallGuard
 from controller.fleet.transport import (
@@ -39,6 +43,8 @@ from controller.fleet.transport import (
     Transport,
     shell_command,
 )
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 5
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
@@ -113,18 +119,29 @@ def resolve_endpoint(device: Device, host: str | None = None) -> Endpoint:
 
 
 class _RefuseUnknownKey:
-    """paramiko policy: refuse a host key not in known_hosts, showing its fingerprint and the fix."""
+    """paramiko policy: refuse a host key not in known_hosts, showing its fingerprint and the fix; a key
+    on an ``@revoked`` line (left out of the trusted keys, so it arrives here) is refused as revoked."""
 
-    def __init__(self, device: Device, endpoint: Endpoint):
+    def __init__(self, device: Device, endpoint: Endpoint, known: known_hosts.KnownHosts):
         self.device = device
         self.endpoint = endpoint
+        self.known = known
 
     def missing_host_key(self, client, hostname, key) -> None:
+        revoked = self.known.revoked_line(key)
+        if revoked:
+            raise HostKeyError(
+                self.device.name,
+                f"host key of {hostname} ({key.get_name()} {fingerprint(key)}) is REVOKED in "
+                f"{self.endpoint.known_hosts} (line {revoked}); not connecting. The device offers a key its "
+                "owner withdrew: ask which key it should have",
+                kind="host_key",
+            )
         raise HostKeyError(
             self.device.name,
             f"host key of {hostname} is not known ({key.get_name()} {fingerprint(key)}); not connecting. "
             f"If this is the right device, trust it with `edgebench devices --trust {self.device.name}` "
-            f"(records it in {self.endpoint.known_hosts})",
+            f"(records it in {self.endpoint.known_hosts}){self.known.ca_note()}",
             kind="host_key",
         )
 
@@ -390,11 +407,17 @@ class SSHTransport(Transport):
         return self._home
 
     def close(self) -> None:
+        """Close the SFTP session and the connections. Safe from another thread while a transfer or a
+        command runs (Ctrl-C): paramiko may then raise EOFError / socket errors from its own close, which
+        are logged, never raised, so every part gets closed."""
         self._files_open = False
-        for obj in (self._sftp, self._client, self._jump):
+        objs, (self._sftp, self._client, self._jump) = (self._sftp, self._client, self._jump), (None, None, None)
+        for obj in objs:
             if obj is not None:
-                obj.close()
-        self._sftp = self._client = self._jump = None
+                try:
+                    obj.close()
+                except Exception as exc:  # noqa: BLE001 - EOFError, OSError, SSHException: best effort, see docstring
+                    log.debug("%s: closing %s: %s", self.device.name, type(obj).__name__, exc)
 
 
 def _feed(channel, chunks: Iterable[bytes], close: bool) -> None:
@@ -416,10 +439,19 @@ def _connect_client(device: Device, endpoint: Endpoint, sock):
     """
     import paramiko
 
+    if device.identity_file and endpoint.identity_files[:1] == (device.identity_file,):
+        try:
+            check_regular(device.identity_file)
+        except NotRegularFile as exc:
+            raise DeviceError(device.name, f"identity_file {exc}; fix the device's 'identity_file' key",
+                              kind="config") from None
+    try:
+        known = known_hosts.read(endpoint.known_hosts)
+    except ConfigError as exc:
+        raise DeviceError(device.name, str(exc), kind="config") from None
     client = paramiko.SSHClient()
-    if os.path.isfile(endpoint.known_hosts):
-        client.load_host_keys(endpoint.known_hosts)
-    client.set_missing_host_key_policy(_RefuseUnknownKey(device, endpoint))
+    known.fill(client.get_host_keys())
+    client.set_missing_host_key_policy(_RefuseUnknownKey(device, endpoint, known))
     where = f"{endpoint.user + '@' if endpoint.user else ''}{endpoint.hostname}:{endpoint.port}"
     try:
         client.connect(
@@ -455,10 +487,39 @@ def _connect_client(device: Device, endpoint: Endpoint, sock):
                           kind="auth") from exc
     except (OSError, paramiko.SSHException, EOFError) as exc:
         client.close()
-        raise DeviceError(device.name, f"cannot connect to {where}: {exc or type(exc).__name__}",
-                          kind="unreachable") from exc
+        kind, reason = connect_failure(exc, device.connect_timeout)
+        raise DeviceError(device.name, f"cannot connect to {where}: {reason}", kind=kind) from exc
     client.get_transport().set_keepalive(KEEPALIVE_SECONDS)
     return client
+
+
+def connect_failure(exc: BaseException, timeout: float) -> tuple[str, str]:
+    """(kind, reason in words) for an exception paramiko raised while connecting; paramiko's own texts
+    ("No existing session", "[Errno None] Unable to connect to port 22 on ...") do not say what to do."""
+    import paramiko
+
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        codes = {getattr(e, "errno", None) for e in exc.errors.values()}
+        if codes <= {errno.ECONNREFUSED, None}:
+            return "unreachable", "connection refused: nothing listens on that port (is sshd running? is the port right?)"
+        return "unreachable", "; ".join(sorted({str(e) for e in exc.errors.values()}))
+    if isinstance(exc, socket.gaierror):
+        return "unreachable", f"the host name does not resolve ({exc.strerror}); check 'host' or the ssh config"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "unreachable", (f"no answer within {timeout:g} s (connect_timeout): the device is down, "
+                               "unreachable or filtered")
+    if isinstance(exc, ConnectionRefusedError):
+        return "unreachable", "connection refused: nothing listens on that port (is sshd running? is the port right?)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable", f"{exc.strerror}: no route to the device; check the network"
+    text = str(exc)
+    if "No existing session" in text or "No authentication methods available" in text:
+        return "auth", ("no key to log in with: set the device's 'identity_file', load a key into ssh-agent, or "
+                        "create ~/.ssh/id_ed25519")
+    if isinstance(exc, EOFError) or "Error reading SSH protocol banner" in text:
+        return "unreachable", ("the connection closed during the SSH handshake: is it an SSH server? (or the "
+                               "server refused more connections: MaxStartups)")
+    return "unreachable", text or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -521,24 +582,13 @@ def _fetch_key(device: Device, sock):
 
 
 def _record_key(endpoint: Endpoint, key) -> TrustedKey:
-    """Write ``key`` for ``endpoint`` into its known_hosts, replacing an entry of the same key type."""
-    import paramiko
-
-    keys = paramiko.HostKeys()
-    if os.path.isfile(endpoint.known_hosts):
-        keys.load(endpoint.known_hosts)
+    """Write ``key`` for ``endpoint`` into its known_hosts, replacing an entry of the same key type and
+    keeping every other line. Raises ConfigError when it was not recorded (revoked key, not a regular
+    file, cannot write)."""
     name = endpoint.host_key_name
-    old = keys.lookup(name) or {}
-    replaced = fingerprint(old[key.get_name()]) if key.get_name() in old else None
-    if replaced == fingerprint(key):
-        replaced = None
-    for entry in list(keys._entries):  # paramiko keeps no public API to drop a host's entries
-        if entry.key.get_name() == key.get_name() and any(
-            h == name or (h.startswith("|1|") and paramiko.HostKeys.hash_host(name, h) == h)
-            for h in entry.hostnames
-        ):
-            keys._entries.remove(entry)
-    keys.add(name, key.get_name(), key)
-    os.makedirs(os.path.dirname(os.path.abspath(endpoint.known_hosts)), exist_ok=True)
-    keys.save(endpoint.known_hosts)
-    return TrustedKey(name, fingerprint(key), replaced, endpoint.known_hosts)
+    replaced = known_hosts.record(endpoint.known_hosts, name, key)
+    old = None
+    if replaced:
+        digest = hashlib.sha256(base64.b64decode(replaced)).digest()
+        old = "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    return TrustedKey(name, fingerprint(key), old, endpoint.known_hosts)

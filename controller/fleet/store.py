@@ -18,6 +18,7 @@ saved as soon as it arrives, so an interrupted run leaves readable results for e
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import secrets
@@ -61,15 +62,36 @@ def new_run_id(now: datetime.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename; the file is 0644
-    (mkstemp makes 0600; run folders, variants and manifests are shared files)."""
+def creation_mode() -> int:
+    """The mode a new file gets under this process's umask (0666 less the umask): the ONE file-mode rule
+    for every file edgebench writes (run folders, tables, variants, manifests, known_hosts)."""
+    try:  # Linux >= 4.7 reports it without the racy set-and-restore of os.umask
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def atomic_write(path: str, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename. The file gets ``mode``,
+    by default :func:`creation_mode` (the user's umask; mkstemp alone would make every file 0600). The
+    temp file is removed when anything fails (a full disk included): never a half-written or leftover
+    file."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path)[-20:])
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, creation_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -231,7 +253,7 @@ class RunStore:
         except OSError as exc:
             raise InputError(f"cannot create the run folder {store.root}: {exc}; choose another --out") from exc
         store.run_info = {"run_version": RUN_VERSION, "schema_version": SCHEMA_VERSION, "run_id": run_id,
-                          **run_info}
+                          "state": "running", **run_info}
         store.save_run_info()
         return store
 
@@ -313,9 +335,9 @@ class RunStore:
             results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
             sample_frame = pd.DataFrame(samples, columns=list(SAMPLE_COLUMNS))
             for frame, name in ((results, "results.parquet"), (sample_frame, "samples.parquet")):
-                tmp = self.path(f".tmp-{name}")
-                frame.to_parquet(tmp, index=False)
-                os.replace(tmp, self.path(name))
+                buffer = io.BytesIO()
+                frame.to_parquet(buffer, index=False)
+                atomic_write(self.path(name), buffer.getvalue())  # the same mode rule as the JSON files
         return results
 
 
@@ -325,6 +347,10 @@ def load_results(run_dir: str) -> pd.DataFrame:
 
     path = os.path.join(run_dir, "results.parquet")
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(run_dir, "run.json")):
+            raise InputError(f"{run_dir} is an unfinished run: it has run.json but no results.parquet (its "
+                             "controller was killed before writing the tables); recover it with "
+                             f"`edgebench run --resume {run_dir}` and the --devices it used")
         raise InputError(f"{run_dir} is not a run folder (no results.parquet); pass a folder under reports/")
     return pd.read_parquet(path)
 

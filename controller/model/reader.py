@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agent.regular_file import NotRegularFile, open_regular
 from controller.errors import InputError
 from controller.model.info import (  # noqa: F401  (re-exported: the reader's result types)
     CUSTOM_CODE,
@@ -122,7 +123,11 @@ class _Table:
             return None
         length = _unpack(self.buf, "<I", at)
         raw = _slice(self.buf, at + 4, length)
-        return raw.decode("utf-8", errors="replace")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # The runtimes decode names strictly (and fail with an 'internal' UnicodeDecodeError): refuse here.
+            raise _Truncated(f"a name at byte {at} is not valid UTF-8 ({raw[:40]!r})") from None
 
     def table(self, index: int) -> _Table | None:
         at = self._indirect(index)
@@ -189,11 +194,13 @@ def read_model(path: str | Path) -> ModelInfo:
     """
     p = Path(path)
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file; give the path of a .tflite model") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a folder, not a .tflite file") from None
+        with open_regular(p) as f:  # a FIFO or /dev/zero: refused at once, not read forever
+            head = f.read(8)
+            # Not a model: say so without reading (a huge sparse file) into memory first.
+            data = head + f.read() if head[4:8] == FILE_IDENTIFIER else head
+    except NotRegularFile as exc:
+        hint = "give the path of a .tflite model" if exc.missing or exc.not_regular else "check its permissions"
+        raise InputError(f"{exc}; {hint}") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot read it ({exc.strerror})") from exc
     try:

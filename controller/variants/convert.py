@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from agent.regular_file import NotRegularFile, check_regular
 from controller import defaults
-from controller.errors import InputError, ToolError, UsageError
+from controller.errors import EdgebenchError, InputError, ToolError, UsageError
 from controller.model import compat
 from controller.model.reader import ModelInfo, read_model, read_model_bytes
 from controller.variants import manifest as mf
@@ -46,6 +47,7 @@ from controller.variants.calibration import (
 
 VARIANTS = mf.VARIANTS
 IO_CHOICES = ("float", "int8", "uint8")
+MAX_CALIBRATION_SAMPLES = 1_000_000  #: more would not fit in memory as float32 images anyway
 
 #: Called as progress(event, info): ("variant", {"variant", "index", "total"}), ("calibrate", {"done",
 #: "total"}), ("written", {"variant", "bytes"}), ("eval", {"variant"}).
@@ -69,6 +71,7 @@ class ConvertOptions:
     top1_drop: float = defaults.TOP1_DROP  #: flag a variant whose top-1 is more than this many points below fp32
     min_cosine: float = defaults.MIN_COSINE  #: flag a variant whose mean cosine similarity to fp32 is below this
     runtime: str = "auto"  #: runtime of the eval runs
+    force: bool = False  #: replace the model folder already in ``out`` (default: refuse)
 
     def validate(self) -> None:
         """Raise UsageError for an option out of range (files are checked later, by the converter)."""
@@ -79,8 +82,14 @@ class ConvertOptions:
             raise UsageError(f"a variant is named twice in {','.join(self.variants)}")
         if self.io not in IO_CHOICES:
             raise UsageError(f"--io must be one of {', '.join(IO_CHOICES)}, got {self.io!r}")
-        if self.calibration_samples < 1:
-            raise UsageError("--calibration-samples must be >= 1")
+        if not 1 <= self.calibration_samples <= MAX_CALIBRATION_SAMPLES:
+            raise UsageError(f"--calibration-samples must be between 1 and {MAX_CALIBRATION_SAMPLES}, "
+                             f"got {self.calibration_samples}")
+        from controller.variants.scoring import Thresholds
+
+        Thresholds(self.top1_drop, self.min_cosine)  # the one check of the drift thresholds
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be between 0 and 2^32-1, got {self.seed}")
         if self.compat_runtime is not None:
             compat.parse_version(self.compat_runtime)
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
@@ -110,9 +119,12 @@ class ConvertResult:
 
 def source_kind(src: Path) -> str:
     """``saved_model`` / ``keras`` / ``tflite`` for ``src``. Raises InputError naming it otherwise."""
-    if not src.exists():
-        raise InputError(f"{src}: no such file or folder; give a SavedModel folder, a .keras/.h5 file or "
-                         "an fp32 .tflite")
+    if not src.is_dir():
+        try:
+            check_regular(src)  # a FIFO would block the converter, /dev/zero be read forever
+        except NotRegularFile as exc:
+            raise InputError(f"{src} {exc.reason}; give a SavedModel folder, a .keras/.h5 file or an fp32 "
+                             ".tflite") from None
     if src.is_dir():
         if (src / "saved_model.pb").is_file() or (src / "saved_model.pbtxt").is_file():
             return "saved_model"
@@ -145,6 +157,7 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
     if not options.name and kind == "tflite" and name.endswith(".fp32"):
         name = name[: -len(".fp32")]  # model.fp32.tflite -> model.{fp16,dynamic,int8}.tflite
     out = Path(options.out)
+    replacing = check_out(out, name, options.force)
     if kind == "tflite" and options.io != "int8" and "int8" in options.variants:
         raise UsageError(f"--io {options.io}: for an fp32 .tflite source ai-edge-quantizer makes int8 I/O "
                          "only; use --io int8, or convert from the Keras/SavedModel source")
@@ -216,6 +229,7 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
         variants=variants, eval=eval_record,
     )
     mf.write(manifest)
+    notes += _replaced(out, replacing, manifest)
     result = ConvertResult(manifest=manifest, compat=verdicts, warnings=notes, failures=failures)
     if calibration is not None and calibration.random:
         result.warnings.append("int8 was calibrated on random data (--calibration random): its accuracy "
@@ -229,6 +243,55 @@ def convert(options: ConvertOptions, progress: ProgressFn | None = None) -> Conv
                                             progress=say)
         accuracy.save(result.accuracy, out / "accuracy.json")
     return result
+
+
+def check_out(out: Path, name: str, force: bool) -> mf.Manifest | None:
+    """Check that ``convert`` may write into ``out``; return the manifest it will replace (``force``), or None.
+
+    Raises UsageError (before anything is converted or written) when ``out`` exists and is not a folder,
+    or already holds a model folder (a manifest.json, or a file convert would overwrite) and ``force`` is
+    False: converting again would silently replace calibrated variants and drop the manifest's eval entry.
+    """
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder; give a folder for the variants and "
+                         "manifest.json")
+    if not out.is_dir():
+        return None
+    ours = [out / mf.MANIFEST_NAME, out / "accuracy.json", out / f"{name}.eval.npz",
+            *(out / f"{name}.{v}.tflite" for v in VARIANTS)]
+    present = sorted(p.name for p in ours if os.path.lexists(p))
+    if not present:
+        return None
+    if not force:
+        raise UsageError(f"--out {out} already holds a model folder ({', '.join(present)}); converting again "
+                         "would replace it: pass --force to replace it, or choose another --out")
+    manifest_path = out / mf.MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        return mf.load(manifest_path)
+    except EdgebenchError:
+        return None  # an unreadable old manifest: replaced without a list of what changed
+
+
+def _replaced(out: Path, old: mf.Manifest | None, new: mf.Manifest) -> list[str]:
+    """What ``--force`` changed in a model folder, in words; the old variant files the new manifest does
+    not list are removed, so the folder holds what its manifest says."""
+    if old is None:
+        return []
+    notes = []
+    for variant, entry in old.variants.items():
+        if variant not in new.variants:
+            path = out / entry.file
+            if path.is_file() and path.resolve().parent == out.resolve():
+                path.unlink()
+            notes.append(f"--force: variant {variant} of the old manifest was not made again and was removed")
+        elif entry.sha256 != new.variants[variant].sha256:
+            notes.append(f"--force: variant {variant} was replaced ({entry.sha256[:12]} -> "
+                         f"{new.variants[variant].sha256[:12]})")
+    if old.eval and not new.eval:
+        notes.append(f"--force: the old manifest's eval set ({old.eval.get('file')}) is no longer listed")
+    return notes
 
 
 def _variant_entry(variant: str, path: Path, info: ModelInfo, backend: Backend, options: dict,

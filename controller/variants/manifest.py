@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.regular_file import NotRegularFile, open_regular
 from controller.errors import InputError
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 2**20  #: a manifest is a few KiB; reading stops here (a huge file is not one)
 VARIANTS = ("fp32", "fp16", "dynamic", "int8")
 
 _VARIANT_KEYS = ("file", "sha256", "bytes", "converter", "options", "calibration", "inputs", "outputs",
@@ -117,10 +119,13 @@ def load(folder_or_file: str | Path) -> Manifest:
     p = Path(folder_or_file)
     path = p / MANIFEST_NAME if p.is_dir() else p
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no manifest here; run 'edgebench convert SRC --out {path.parent}' "
-                         "to make the variants and their manifest") from None
+        with open_regular(path) as fh:  # a FIFO named manifest.json would block a plain open()
+            doc = json.loads(fh.read(MAX_MANIFEST_BYTES).decode("utf-8"))
+    except NotRegularFile as exc:
+        if exc.missing:
+            raise InputError(f"{path}: no manifest here; run 'edgebench convert SRC --out {path.parent}' "
+                             "to make the variants and their manifest") from None
+        raise InputError(f"manifest {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the manifest ({exc})") from exc
     except json.JSONDecodeError as exc:

@@ -36,6 +36,18 @@ class Thresholds:
     top1_drop: float = defaults.TOP1_DROP  #: percentage points of top-1 below fp32
     min_cosine: float = defaults.MIN_COSINE  #: worst output's mean per-sample cosine similarity to fp32
 
+    def __post_init__(self) -> None:
+        """Raise UsageError for a threshold that is not a finite number in its range (NaN would flag
+        nothing, silently)."""
+        from controller.errors import UsageError
+
+        if not isinstance(self.top1_drop, (int, float)) or not math.isfinite(self.top1_drop) \
+                or not -100 <= self.top1_drop <= 100:
+            raise UsageError(f"--top1-drop must be a number of points between -100 and 100, got {self.top1_drop}")
+        if not isinstance(self.min_cosine, (int, float)) or not math.isfinite(self.min_cosine) \
+                or not -1 <= self.min_cosine <= 1:
+            raise UsageError(f"--min-cosine must be between -1 and 1, got {self.min_cosine}")
+
 
 class Drift:
     """Accumulates the drift of a candidate tensor from a reference tensor over batches of samples, so
