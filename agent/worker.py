@@ -143,7 +143,7 @@ def _run(spec: JobSpec, doc: dict, checkpoint: Callable[[], None]) -> None:
     counters_after = meter.read_counters() if counting else None
     doc["canary"] = canary.verdict(canary_before, canary.measure())
     doc["state"]["after"] = state.snapshot(affinity, root)
-    peak = probes.memory_kb()["peak_kb"]
+    peak = _peak_kb(doc)
     if loaded["baseline_kb"] is not None and peak is not None:
         # the interpreter's construction (before the inputs were prepared) + its peak over the baseline
         doc["memory"]["model_peak_kb"] = loaded["constructed_kb"] + max(0, peak - loaded["baseline_kb"])
@@ -225,8 +225,15 @@ def _finish(doc: dict) -> None:
         doc["env"]["freq_mhz_after"] = state.freq_of(after) or probes.freq_mhz()
     else:
         doc["env"]["temp_c_after"], doc["env"]["freq_mhz_after"] = probes.temperature_c(), probes.freq_mhz()
-    peaks = [p for p in (_PEAK_BEFORE_RESET_KB.get("kb"), probes.memory_kb()["peak_kb"]) if p is not None]
+    peaks = [p for p in (_PEAK_BEFORE_RESET_KB.get("kb"), _peak_kb(doc)) if p is not None]
     doc["memory"]["peak_rss_kb"] = max(peaks) if peaks else None
+
+
+def _peak_kb(doc: dict) -> int | None:
+    """VmHWM now, and never below an RSS this job already read: after the peak was reset through
+    clear_refs the kernel updates its high-water mark lazily, so memory freed since can hide from it."""
+    seen = [v for v in (probes.memory_kb()["peak_kb"], doc["memory"].get("rss_after_init_kb")) if v is not None]
+    return max(seen) if seen else None
 
 
 def _load(spec: JobSpec, runtime: runtimes.LoadedRuntime, custom_ops: list, doc: dict, external: list) -> dict:
