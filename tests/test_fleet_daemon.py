@@ -490,3 +490,45 @@ def test_two_controllers_creating_the_same_workdir_at_once_both_succeed(daemon_f
     for thread in threads:
         thread.join(timeout=120)
     assert errors == [] and target.is_dir()
+
+
+@pytest.mark.slow
+def test_sshd_stopped_and_restarted_mid_run_loses_and_doubles_nothing(daemon_fleet, sshd_factory, test_models,
+                                                                      tmp_path):
+    """dd-2's sshd is stopped (listener and sessions: the link drops and reconnects are refused) and
+    started again on the same port and host key a few seconds later: the jobs went on in its daemon, the
+    run's bounded reconnect loop gets back in, collects each result once; dd-0 and dd-1 are untouched."""
+    models = [str(test_models[name]) for name in ("float32", "int8_io", "two_outputs", "fp16")]
+    victim, workdir = daemon_fleet["servers"]["dd-2"], daemon_fleet["workdirs"]["dd-2"]
+    events: dict = {}
+
+    def restart_sshd() -> None:
+        wait_for(lambda: len(journal(workdir)) >= 1, 120, "dd-2's first result")
+        sessions = session_processes(victim)
+        victim.stop()  # the listener, by the PID this suite started
+        for proc in sessions:  # and the sessions it served: the controller's link drops
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        events["down_at"] = time.monotonic()
+        time.sleep(3)  # reconnect attempts meanwhile are refused
+        victim.start(sshd_factory.authorized_keys)
+        events["up_at"], events["port_kept"] = time.monotonic(), victim.port
+
+    port = victim.port
+    restarter = threading.Thread(target=restart_sshd, daemon=True)
+    restarter.start()
+    code, doc = run_json(*models, "--devices", str(daemon_fleet["inventory"]), "--out", str(tmp_path / "out"),
+                         *STEADY)
+    restarter.join(timeout=60)
+    assert events.get("port_kept") == port, events
+    assert code == 0, doc
+    rows = rows_by_device(doc)
+    for name in ("dd-0", "dd-1", "dd-2"):
+        assert sorted(r["job_id"] for r in rows[name]) == sorted({r["job_id"] for r in rows[name]})  # no double
+        assert [r["status"] for r in rows[name]] == ["ok"] * 4, rows[name]
+    assert journaled(workdir) == 4  # each job measured once on the device
+    devices = json.loads((Path(doc["run_dir"]) / "run.json").read_text())["devices"]
+    reconnects = devices["dd-2"]["reconnects"]
+    assert len(reconnects) == 1 and reconnects[0]["ok"] is True
+    assert reconnects[0]["attempts"] >= 2  # at least one refused while sshd was down
+    assert devices["dd-0"]["reconnects"] == [] and devices["dd-1"]["reconnects"] == []

@@ -6,8 +6,9 @@ import argparse
 
 from controller import defaults
 from controller.errors import ExitCode, ToolError
+from controller.variants.manifest import VARIANTS
 
-VARIANT_NAMES = ("fp32", "fp16", "dynamic", "int8")
+VARIANT_NAMES = VARIANTS
 
 
 def _variants(text: str) -> tuple[str, ...]:

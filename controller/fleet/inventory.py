@@ -19,13 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.job import MAX_THREADS
+from agent.job import MAX_THREADS, RUNTIME_CHOICES
 from controller import defaults
 from controller.errors import ConfigError, UsageError
 from controller.fleet.config_file import read_yaml, where
 
 TRANSPORTS = ("ssh", "local")
-RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
+RUNTIMES = RUNTIME_CHOICES  #: a device's `runtime:` (the agent's choices)
 
 # Control characters would make names unprintable and ambiguous in logs, tables and file names.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
