@@ -28,7 +28,7 @@ from controller.fleet.store import load_results
 from tests.fixtures_fleet import DEVICE_PYTHON, write_inventory
 
 REPO = Path(__file__).resolve().parent.parent
-PHASES = {"connect": "connect", "push": "push", "measure": "batch", "fetch": "fetch", "write": "write"}
+PHASES = {"connect": "connect", "push": "stage", "measure": "batch", "fetch": "fetch", "write": "write"}
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
 
 

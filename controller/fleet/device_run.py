@@ -75,7 +75,9 @@ class DeviceRun(DeviceSession):
             self._work()
             self._set(state="done", detail="")
         except Exception as exc:
-            if self.stopping:  # the link was closed under the work: not the device's fault, not a bug
+            if isinstance(exc, DeviceError) and exc.kind == "interrupted":  # its own words (e.g. --resume)
+                self._fail(exc.reason, exc.kind)
+            elif self.stopping:  # the link was closed under the work: not the device's fault, not a bug
                 self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
             elif isinstance(exc, DeviceError):
                 self._fail(exc.reason, exc.kind)
@@ -107,7 +109,7 @@ class DeviceRun(DeviceSession):
     def finish_interrupted(self) -> None:
         """After Ctrl-C, from the main thread: a device whose thread has not recorded its end yet is
         recorded as interrupted now (its thread may still be unwinding)."""
-        if not self._recorded:
+        if not self._recorded and self.status.state not in ("failed", "done"):  # else its thread said it
             self._fail(f"interrupted (Ctrl-C / SIGTERM) while {self.status.state}", "interrupted")
             self._record()
 
