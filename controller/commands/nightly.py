@@ -258,15 +258,12 @@ def _remeasure(plan: tuple, store):
 
 
 def _report(run_dir: str, baseline: str | None, out_dir: str, store_url: str | None) -> list[str]:
-    """The history engineer's report writer; skipped with a log line while it is not there yet."""
+    """The run's report (html, md, csv) with ``baseline``; a report that cannot be written is a warning
+    (regressions.json/.md are written already and the exit code stands). Returns the paths written."""
     import logging
 
-    try:
-        from controller.history.report import write_report
-    except ImportError:  # TEMPORARY: until the history branch (report writer) is merged
-        logging.getLogger("controller.nightly").warning("report writer not available yet; no report written")
-        return []
     from controller.errors import EdgebenchError
+    from controller.history.report import write_report
 
     try:
         return [str(p) for p in write_report(run_dir, baseline=baseline, out_dir=out_dir, store_url=store_url)]
