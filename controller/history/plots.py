@@ -177,9 +177,20 @@ def _accuracy_label(rows: pd.DataFrame) -> str:
     return ""
 
 
+def memory_column(frame: pd.DataFrame) -> str:
+    """The memory figure the plot shows: ``model_peak_kb`` (the peak over the baseline after imports and
+    input preparation, i.e. what belongs to the model) when every job with a process peak has it, else
+    ``peak_rss_kb`` (the whole process, inputs included: older run folders)."""
+    ok = frame[frame["peak_rss_kb"].notna()] if "peak_rss_kb" in frame.columns else frame.iloc[0:0]
+    if "model_peak_kb" in frame.columns and len(ok) and ok["model_peak_kb"].notna().all():
+        return "model_peak_kb"
+    return "peak_rss_kb"
+
+
 def memory_bars(frame: pd.DataFrame) -> bytes | None:
-    """Peak RSS MiB per variant, grouped by device x threads."""
-    ok = frame[frame["peak_rss_kb"].notna()]
+    """Peak memory MiB per variant (the column :func:`memory_column` picks), grouped by device x threads."""
+    column = memory_column(frame)
+    ok = frame[frame[column].notna()] if column in frame.columns else frame.iloc[0:0]
     if not len(ok):
         return None
     groups, variants = _groups(ok), _variants(ok)
@@ -189,10 +200,10 @@ def memory_bars(frame: pd.DataFrame) -> bytes | None:
     for i, variant in enumerate(variants):
         rows = ok[ok["variant"] == variant]
         xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
-        ax.bar(xs, rows["peak_rss_kb"].astype(float) / 1024, width * 0.92,
+        ax.bar(xs, rows[column].astype(float) / 1024, width * 0.92,
                color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant)
     _group_ticks(ax, groups)
-    ax.set_ylabel("peak RSS MiB")
+    ax.set_ylabel("model peak MiB" if column == "model_peak_kb" else "process peak RSS MiB")
     ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.2))
     _style(ax)
     return _png(fig)
