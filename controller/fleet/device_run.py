@@ -237,25 +237,18 @@ class DeviceRun(DeviceSession):
         lock_timeout = self.options.lock_timeout
         if lock_timeout is None:
             lock_timeout = self.device.lock_timeout
-        argv = [self.agent, "batch", "-", "--out", posixpath.join(run_dir, "results"),
-                "--lock", posixpath.join(self.workdir, "lock"), "--lock-timeout", f"{lock_timeout:g}",
-                "--stop-on-stdin-eof", "--inline"]
-        if self.options.shuffle_seed is not None:
-            argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
+        extra = [] if self.options.shuffle_seed is None else ["--shuffle-seed", str(self.options.shuffle_seed)]
         # Each job is bounded by its own worker deadlines on the device (one per repeat); the batch by their sum.
         job = self.options.job
         per_job = job.repeat * (job.timeout + 30) + job.repeat * job.cooldown
-        deadline = lock_timeout + len(self.jobs) * per_job + 60
         self._set(state="running", detail="waiting for the device lock",
                   round_trips_before_measuring=self.t.round_trips + 1)
         start = time.monotonic()
-        # stdin stays open while the batch runs: if this controller dies or gives up (Ctrl-C, deadline,
-        # dead link), the device sees EOF and stops the batch, freeing its lock.
-        result = self.run_python(argv, timeout=deadline, on_line=lambda line: self._on_line(line, run_dir),
-                                 stdin_open=True, stdin_data=[(json.dumps(self.jobs) + "\n").encode()])
-        self.status.batch_seconds = time.monotonic() - start
-        if result.exit_code not in (0, 1):  # 1: some job failed, which is data in its document
-            raise self.agent_failure("batch", result)
+        try:
+            self.run_batch(self.jobs, posixpath.join(run_dir, "results"), lock_timeout, per_job,
+                           lambda line: self._on_line(line, run_dir), extra)
+        finally:
+            self.status.batch_seconds = time.monotonic() - start
 
     def _on_line(self, line: str, run_dir: str) -> None:
         try:
