@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.job import JobSpec
+from controller import defaults
 from controller.errors import DeviceError, EdgebenchError
 from controller.model.op_cut import OpCut, cut_ops
 
-CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
-                         "op-cuts")
+CUT_CACHE = defaults.cache_folder("op-cuts")  #: ``$XDG_CACHE_HOME/edgebench/op-cuts`` (the one cache root)
 
 
 @dataclass
