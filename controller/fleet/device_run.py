@@ -32,7 +32,7 @@ from controller.fleet.inventory import Device
 from controller.fleet.models import MODEL_SUFFIX, ModelRef
 from controller.fleet.options import RunOptions
 from controller.fleet.prepare import prepare
-from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint
+from controller.fleet.session import DeviceSession, DeviceStatus, agent_event, device_fingerprint
 from controller.fleet.store import RunStore, not_run_row
 from controller.fleet.sweep import Setting, input_suffix
 
@@ -251,12 +251,9 @@ class DeviceRun(DeviceSession):
             self.status.batch_seconds = time.monotonic() - start
 
     def _on_line(self, line: str, run_dir: str) -> None:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
+        event = agent_event(line)
+        if event is None:
             log.info("%s: agent: %s", self.device.name, line)
-            return
-        if not isinstance(event, dict):
             return
         stamp = event.get("time")  # the device's clock: only differences of it are used
         if isinstance(stamp, (int, float)):

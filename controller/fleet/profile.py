@@ -227,16 +227,15 @@ def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict
     """Run ``jobs`` as one ``agent batch`` under the device lock (:meth:`DeviceSession.run_batch`) and
     return their documents, in the order of ``jobs``: from the ``done`` events, or downloaded when an
     event did not carry one. Raises DeviceError when the batch fails."""
+    from controller.fleet.session import agent_event
+
     out = posixpath.join(session.workdir, "profiles", session.token, "results")
     lock_timeout = session.device.lock_timeout if options.lock_timeout is None else options.lock_timeout
     docs: dict[str, dict] = {}
 
     def on_line(line: str) -> None:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            return
-        if isinstance(event, dict) and event.get("event") == "done" and isinstance(event.get("document"), dict):
+        event = agent_event(line) or {}
+        if event.get("event") == "done" and isinstance(event.get("document"), dict):
             docs[str(event.get("id"))] = event["document"]
 
     session.run_batch(jobs, out, lock_timeout, options.timeout + 30, on_line)

@@ -68,6 +68,16 @@ class DeviceStatus:
         return dataclasses.asdict(self)
 
 
+def agent_event(line: str) -> dict[str, Any] | None:
+    """The JSON object an agent command printed on ``line`` (its events: start, done, heartbeat ...), or
+    None when the line is not one (a log line, or JSON that is not an object)."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def device_fingerprint(info: dict[str, Any], runtime: str, runtime_version: str) -> str:
     """A short hash of what makes timings comparable on a device: hardware, kernel, python, runtime."""
     env = info.get("env") or {}
