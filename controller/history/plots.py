@@ -131,7 +131,7 @@ def pareto(frame: pd.DataFrame) -> bytes | None:
     """Size x latency x accuracy: one point per ok row (x file size, y p50, colour = variant, marker =
     device x threads when there are at most 6 of them); each variant's accuracy (top-1, else cosine vs
     fp32) is in its legend entry, so labels never pile up on points that sit together; the size/latency
-    Pareto front of each device x threads drawn as a dashed step line."""
+    Pareto front of each device x threads ringed in grey and joined by a dashed step line."""
     ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna() & frame["model_bytes"].notna()]
     if not len(ok):
         return None
@@ -163,6 +163,8 @@ def pareto(frame: pd.DataFrame) -> bytes | None:
                     ys.append(p50)
             if len(xs) > 1:
                 ax.step(xs, ys, where="post", color="#999999", linewidth=1, linestyle="--", zorder=1)
+            # ringed too: a front of one point (one variant smaller AND faster than all) has no line
+            ax.scatter(xs, ys, s=220, facecolors="none", edgecolors="#888888", linewidths=1.2, zorder=2)
             ax.scatter([], [], marker=markers[groups.index(group) % len(markers)], facecolors="white",
                        edgecolors="black", label=group)
     ax.set_xlabel("model file size MB")

@@ -164,8 +164,8 @@ def _model_section(data: ReportData, model: str) -> str:
                 "whisker = p90", "no successful job"),
         _figure(plots.speedup_heatmap(frame), f"{model} speedup", "Speedup vs fp32 (fp32 p50 / p50; green = "
                 "faster)", "no fp32 result to compare with"),
-        _figure(plots.pareto(frame), f"{model} size latency accuracy", "Size × latency × accuracy (dashed: the "
-                "size/latency Pareto front per device)", "no successful job"),
+        _figure(plots.pareto(frame), f"{model} size latency accuracy", "Size × latency × accuracy (ringed, "
+                "dashed: the size/latency Pareto front per device)", "no successful job"),
         _figure(plots.memory_bars(frame), f"{model} memory", _MEMORY_CAPTIONS[plots.memory_column(frame)],
                 "no memory figures"),
     ]
