@@ -70,22 +70,14 @@ def count(interpreter: Any, external_nodes: set | None = None, external: str | N
     details = getattr(interpreter, "_get_ops_details", None)
     if details is None:
         return None
-    nodes = details()
-    originals = [n for n in nodes if n.get("op_name") != DELEGATE_OP]
-    delegates = [n for n in nodes if n.get("op_name") == DELEGATE_OP]
-    producer = {}
-    for node in originals:
-        for tensor in node["outputs"]:
-            producer[int(tensor)] = node["index"]
-    by_index = {n["index"]: n for n in originals}
+    originals, partitions = taken_ops(details())
     taken: set = set()
     by_delegate: dict = {}
     if external:
         by_delegate[Path(external).name] = {"nodes": 0, "ops": 0}
     if xnnpack:
         by_delegate["XNNPACK"] = {"nodes": 0, "ops": 0}
-    for node in delegates:
-        partition = _partition(node, producer, by_index)
+    for node, partition in partitions:
         taken |= partition
         name = (Path(external).name if external and node["index"] in (external_nodes or set())
                 else "XNNPACK" if xnnpack else "unknown")
@@ -93,9 +85,21 @@ def count(interpreter: Any, external_nodes: set | None = None, external: str | N
         entry["nodes"] += 1
         entry["ops"] += len(partition)
     on_cpu = [n for n in originals if n["index"] not in taken]
-    return {"delegate_nodes": len(delegates), "ops": len(originals), "ops_delegated": len(taken),
+    return {"delegate_nodes": len(partitions), "ops": len(originals), "ops_delegated": len(taken),
             "ops_on_cpu": len(on_cpu), "cpu_ops": dict(sorted(Counter(n["op_name"] for n in on_cpu).items())),
             "by_delegate": by_delegate}
+
+
+def taken_ops(nodes: list[dict]) -> tuple[list[dict], list[tuple[dict, set]]]:
+    """Split a primary subgraph's node listing (``_get_ops_details()`` after allocation) into its original
+    ops and, for each DELEGATE node, that node with the indices of the original ops it replaced."""
+    originals = [n for n in nodes if n.get("op_name") != DELEGATE_OP]
+    producer = {}
+    for node in originals:
+        for tensor in node["outputs"]:
+            producer[int(tensor)] = node["index"]
+    by_index = {n["index"]: n for n in originals}
+    return originals, [(n, _partition(n, producer, by_index)) for n in nodes if n.get("op_name") == DELEGATE_OP]
 
 
 def _partition(node: dict, producer: dict, by_index: dict) -> set:

@@ -56,33 +56,16 @@ def check_plan(plan: Any) -> None:
 
 def delegated_ops(interpreter: Any) -> tuple[dict[int, bool] | None, int]:
     """(operator index -> taken by a delegate, number of DELEGATE nodes) of an allocated interpreter;
-    (None, 0) when the runtime does not list its nodes."""
+    (None, 0) when the runtime does not list its nodes. The walk is :func:`agent.delegation.taken_ops`,
+    the same that counts a job's delegated ops."""
+    from agent.delegation import taken_ops
+
     details = getattr(interpreter, "_get_ops_details", None)
     if details is None:
         return None, 0
-    nodes = details()
-    by_index = {int(n["index"]): n for n in nodes}
-    original = [n for n in nodes if n.get("op_name") != "DELEGATE"]
-    producer = {}
-    for node in original:
-        for t in node.get("outputs", []):
-            producer[int(t)] = int(node["index"])
-    taken: set[int] = set()
-    delegates = [n for n in nodes if n.get("op_name") == "DELEGATE"]
-    for node in delegates:
-        boundary = {int(t) for t in node.get("inputs", [])}
-        todo = [int(t) for t in node.get("outputs", [])]
-        seen: set[int] = set()
-        while todo:  # bounded: each tensor is visited once
-            t = todo.pop()
-            if t in seen or t in boundary or t not in producer:
-                continue
-            seen.add(t)
-            op = producer[t]
-            if op not in taken:
-                taken.add(op)
-                todo.extend(int(x) for x in by_index[op].get("inputs", []) if int(x) >= 0)
-    return {int(n["index"]): int(n["index"]) in taken for n in original}, len(delegates)
+    originals, partitions = taken_ops(details())
+    taken = set().union(*(ops for _, ops in partitions))
+    return {int(n["index"]): int(n["index"]) in taken for n in originals}, len(partitions)
 
 
 def capture(runtime: Any, model_path: str, threads: int, input_shapes: dict, in_ios: list, sample: list,

@@ -7,7 +7,7 @@ a fresh process (what a user waits for), median of ROUNDS:
 
 * ``edgebench history`` (every series, the table) and ``edgebench history --device dev-3 --variant int8``;
 * ``edgebench report --format md,csv`` and ``edgebench report`` (+ html with its plots and trend lines);
-* ``edgebench compare BASE NEW`` when the command exists on this branch (the `nightly` engineer's).
+* ``edgebench compare BASE NEW`` (the last two runs).
 
 Each against its floor: a bare script that reads the same Parquet with pyarrow and does the same
 group-by (history/report: the index file grouped by series; compare: both runs' samples grouped by job).
@@ -17,7 +17,6 @@ Targets (issue 8): each command <= 2x its floor and < 3 s. Figures: ``bench/resu
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -233,13 +232,9 @@ def main() -> int:
                                                             "--dest", str(tmp / "r1")], floor_report, env),
             "report_html": measure("report html,md,csv", cli + ["report", "--out", str(out), "--dest",
                                                                str(tmp / "r2")], floor_report, env),
+            "compare": measure("compare", cli + ["compare", str(base), str(new), "--json"],
+                               [py, "-c", COMPARE_FLOOR, str(base), str(new)], env),
         }
-        if importlib.util.find_spec("controller.commands.compare") is not None:
-            results["compare"] = measure("compare", cli + ["compare", str(base), str(new), "--json"],
-                                         [py, "-c", COMPARE_FLOOR, str(base), str(new)], env)
-        else:
-            results["compare"] = {"skipped": "controller/commands/compare.py is not on this branch yet: the "
-                                             "`nightly` engineer's command; this bench times it when present"}
         doc = {"rows": rows, "runs": synthetic_runs + 2, "jobs_per_run": len(jobs()),
                "samples_per_job_in_the_compared_pair": SAMPLES_PER_JOB, "rounds": ROUNDS, "results": results,
                "floor": "a bare python script: pyarrow reads the same Parquet and does the same group-by "

@@ -118,9 +118,10 @@ def test_false_alert_rate_over_seeded_noise_pairs_and_power_on_a_20_percent_shif
         print(f"\ncompare false-alert rate over {pairs} seeded noise pairs: {rate:.2%} "
               f"(U test alone: {test_only / pairs:.1%}); 20 % shift found in {found}/100")
     assert pairs == 1200
-    assert rate <= 0.01
-    assert test_only / pairs > 0.10  # the run-to-run level change is real noise: the ratio gate matters
-    assert found >= 99
+    # The data are seeded (numpy pinned): the counts are exact, so any change to the test or the gate shows.
+    assert alerts == 1  # 0.08 %, under alpha = 1 %
+    assert test_only == 416  # 34.7 %: the run-to-run level change is real noise, the ratio gate matters
+    assert found == 100
 
 
 def test_unpaired_jobs_are_listed_with_the_reason(tmp_path):

@@ -127,12 +127,18 @@ def test_two_processes_adding_to_the_embedded_index_at_once_lose_nothing(history
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", ADD_MANY, str(history_runs.runs[0]), str(out), str(h)],
                               cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for h in (1, 2)]
-    for proc in procs:
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()
-        proc.stderr.close()
-    index = open_index(out)
-    assert len(index.runs()) == 20
-    assert len(index.results(["run_id"])) == 100
+    try:
+        for proc in procs:  # communicate: a chatty stderr never fills the pipe and stalls the writer
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+    finally:  # a failed or stuck writer: stop the ones this test started, by their Popen
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    with open_index(out) as index:
+        assert len(index.runs()) == 20
+        assert len(index.results(["run_id"])) == 100
 
 
 def test_load_history_returns_the_history_or_one_run(history_runs):

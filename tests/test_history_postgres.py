@@ -81,9 +81,15 @@ def test_two_processes_adding_runs_at_the_same_time_lose_nothing(pg_database, hi
     procs = [subprocess.Popen([sys.executable, "-c", ADD_MANY, str(history_runs.runs[0]), str(tmp_path / f"c{h}"),
                                pg_database, str(h)], cwd=REPO, env=ENV, stderr=subprocess.PIPE, text=True)
              for h in (1, 2)]
-    for proc in procs:
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()
-        proc.stderr.close()
+    try:
+        for proc in procs:  # communicate: a chatty stderr never fills the pipe and stalls the writer
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+    finally:  # a failed or stuck writer: stop the ones this test started, by their Popen
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
     with open_index(tmp_path / "c1", pg_database) as index:
         runs = index.runs()
         rows = index.results(["run_id", "variant", "p50_ms"])

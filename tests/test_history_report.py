@@ -185,3 +185,21 @@ def test_csv_is_readable_back_with_typed_numbers(history_runs, tmp_path):
     (csv,) = write_report(history_runs.runs[0], ("csv",), dest=tmp_path)
     frame = pd.read_csv(io.StringIO(csv.read_text()))
     assert frame["p50_ms"].dtype == "float64" and frame["threads"].dtype == "int64"
+
+
+def test_the_memory_plot_shows_the_model_peak_only_when_every_job_has_one():
+    from controller.history.plots import memory_column
+
+    frame = pd.DataFrame({"peak_rss_kb": [53_000, 62_000], "model_peak_kb": [4_100, None]})
+    assert memory_column(frame) == "peak_rss_kb"  # one job without it: the process peak for all
+    frame.loc[1, "model_peak_kb"] = 3_600
+    assert memory_column(frame) == "model_peak_kb"
+    assert memory_column(frame.drop(columns="model_peak_kb")) == "peak_rss_kb"  # an older run folder
+
+
+def test_the_flag_legend_explains_only_the_flags_that_occur():
+    from controller.history.report import FLAG_MEANINGS, flag_legend
+
+    legend = flag_legend(pd.DataFrame({"flags": ["drift,noisy", "noisy", "odd"]}))
+    assert legend == f"noisy: {FLAG_MEANINGS['noisy']}; drift: {FLAG_MEANINGS['drift']}; odd"
+    assert "throttled" not in legend and "partial" not in legend

@@ -33,6 +33,7 @@ from agent.errors import ExitCode as AgentExit
 from agent.job import JobSpec
 from controller.errors import DeviceError
 from controller.fleet.daemon_unit import link_current
+from controller.fleet.session import agent_event
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +207,9 @@ class DaemonJobs:
         return self.run.device.lock_timeout if value is None else value
 
     def _on_line(self, line: str) -> None:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
+        event = agent_event(line)
+        if event is None:
             log.info("%s: daemon-client: %s", self.run.device.name, line)
-            return
-        if not isinstance(event, dict):
             return
         if event.get("event") == "heartbeat":
             self.run.status.daemon_heartbeat = {k: event.get(k) for k in ("time", "temp_c", "loadavg",
@@ -312,11 +310,8 @@ def collect_journal(session: Any, run_id: str, lock_timeout: float) -> tuple[lis
         docs: dict[str, dict] = {}
 
         def on_line(line: str) -> None:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                return
-            if isinstance(event, dict) and event.get("event") == "done" and str(event.get("id")).startswith(prefix):
+            event = agent_event(line) or {}
+            if event.get("event") == "done" and str(event.get("id")).startswith(prefix):
                 doc = fetch_journaled(session, folder, prefix, str(event["id"]), str(event["file"]))
                 docs[doc["job"]["id"]] = doc
 

@@ -33,7 +33,7 @@ from controller.fleet.models import MODEL_SUFFIX, ModelRef
 from controller.fleet.options import RunOptions
 from controller.fleet.part_files import sweep_stale
 from controller.fleet.prepare import prepare
-from controller.fleet.session import DeviceSession, DeviceStatus, device_fingerprint
+from controller.fleet.session import DeviceSession, DeviceStatus, agent_event, device_fingerprint
 from controller.fleet.step_hooks import enter_step
 from controller.fleet.store import RunStore, not_run_row
 from controller.fleet.sweep import Setting, input_suffix
@@ -260,31 +260,22 @@ class DeviceRun(DeviceSession):
         lock_timeout = self.options.lock_timeout
         if lock_timeout is None:
             lock_timeout = self.device.lock_timeout
-        argv = [self.agent, "batch", "-", "--out", posixpath.join(run_dir, "results"),
-                "--lock", posixpath.join(self.workdir, "lock"), "--lock-timeout", f"{lock_timeout:g}",
-                "--stop-on-stdin-eof", "--inline"]
-        if self.options.shuffle_seed is not None:
-            argv += ["--shuffle-seed", str(self.options.shuffle_seed)]
+        extra = [] if self.options.shuffle_seed is None else ["--shuffle-seed", str(self.options.shuffle_seed)]
         # Each job is bounded by its own worker deadlines on the device (one per repeat); the batch by their sum.
-        deadline = lock_timeout + len(self.jobs) * self.options.job.device_seconds() + 60
+        per_job = self.options.job.device_seconds()
         self._set(state="running", detail="waiting for the device lock",
                   round_trips_before_measuring=self.t.round_trips + 1)
         start = time.monotonic()
-        # stdin stays open while the batch runs: if this controller dies or gives up (Ctrl-C, deadline,
-        # dead link), the device sees EOF and stops the batch, freeing its lock.
-        result = self.run_python(argv, timeout=deadline, on_line=lambda line: self._on_line(line, run_dir),
-                                 stdin_open=True, stdin_data=[(json.dumps(self.jobs) + "\n").encode()])
-        self.status.batch_seconds = time.monotonic() - start
-        if result.exit_code not in (0, 1):  # 1: some job failed, which is data in its document
-            raise self.agent_failure("batch", result)
+        try:
+            self.run_batch(self.jobs, posixpath.join(run_dir, "results"), lock_timeout, per_job,
+                           lambda line: self._on_line(line, run_dir), extra)
+        finally:
+            self.status.batch_seconds = time.monotonic() - start
 
     def _on_line(self, line: str, run_dir: str) -> None:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
+        event = agent_event(line)
+        if event is None:
             log.info("%s: agent: %s", self.device.name, line)
-            return
-        if not isinstance(event, dict):
             return
         stamp = event.get("time")  # the device's clock: only differences of it are used
         if isinstance(stamp, (int, float)):

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.job import JobSpec
+from controller import defaults
 from controller.errors import DeviceError, EdgebenchError
 from controller.model.op_cut import OpCut, cut_ops
 
-CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
-                         "op-cuts")
+CUT_CACHE = defaults.cache_folder("op-cuts")  #: ``$XDG_CACHE_HOME/edgebench/op-cuts`` (the one cache root)
 
 
 @dataclass
@@ -224,25 +224,27 @@ def profile_run(fleet: Any, devices: list[Any], models: list[Any], threads: tupl
 
 
 def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict]:
-    """Run ``jobs`` as one ``agent batch`` under the device lock; fetch and return their documents."""
-    folder = posixpath.join(session.workdir, "profiles", session.token)
-    out = posixpath.join(folder, "results")
-    session.t.makedirs(out)
-    jobs_file = posixpath.join(folder, "jobs.json")
-    session.t.put_bytes(json.dumps(jobs).encode(), jobs_file)
+    """Run ``jobs`` as one ``agent batch`` under the device lock (:meth:`DeviceSession.run_batch`) and
+    return their documents, in the order of ``jobs``: from the ``done`` events, or downloaded when an
+    event did not carry one. Raises DeviceError when the batch fails."""
+    from controller.fleet.session import agent_event
+
+    out = posixpath.join(session.workdir, "profiles", session.token, "results")
     lock_timeout = session.device.lock_timeout if options.lock_timeout is None else options.lock_timeout
-    argv = [session.agent, "batch", jobs_file, "--out", out, "--lock", posixpath.join(session.workdir, "lock"),
-            "--lock-timeout", f"{lock_timeout:g}", "--stop-on-stdin-eof"]
-    deadline = lock_timeout + len(jobs) * (options.timeout + 30) + 60
-    # stdin stays open while the batch runs: a controller that dies or gives up stops it on the device.
-    result = session.run_python(argv, timeout=deadline, stdin_open=True)
-    if result.exit_code not in (0, 1):  # 1: some job failed, which is data in its document
-        raise session.agent_failure("batch", result)
-    docs = []
-    with tempfile.TemporaryDirectory(prefix="edgebench-profile-") as tmp:
-        for job in jobs:
-            local = os.path.join(tmp, f"{job['id']}.json")
-            session.t.get(posixpath.join(out, f"{job['id']}.json"), local)
-            with open(local, encoding="utf-8") as fh:
-                docs.append(json.load(fh))
-    return docs
+    docs: dict[str, dict] = {}
+
+    def on_line(line: str) -> None:
+        event = agent_event(line) or {}
+        if event.get("event") == "done" and isinstance(event.get("document"), dict):
+            docs[str(event.get("id"))] = event["document"]
+
+    session.run_batch(jobs, out, lock_timeout, options.timeout + 30, on_line)
+    missing = [job["id"] for job in jobs if job["id"] not in docs]
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="edgebench-profile-") as tmp:
+            for job_id in missing:
+                local = os.path.join(tmp, f"{job_id}.json")
+                session.t.get(posixpath.join(out, f"{job_id}.json"), local)
+                with open(local, encoding="utf-8") as fh:
+                    docs[job_id] = json.load(fh)
+    return [docs[job["id"]] for job in jobs]

@@ -68,6 +68,16 @@ class DeviceStatus:
         return dataclasses.asdict(self)
 
 
+def agent_event(line: str) -> dict[str, Any] | None:
+    """The JSON object an agent command printed on ``line`` (its events: start, done, heartbeat ...), or
+    None when the line is not one (a log line, or JSON that is not an object)."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def device_fingerprint(info: dict[str, Any], runtime: str, runtime_version: str) -> str:
     """A short hash of what makes timings comparable on a device: hardware, kernel, python, runtime."""
     env = info.get("env") or {}
@@ -273,6 +283,24 @@ class DeviceSession:
         argv = [self.python, *self._info_argv(info_runtime)]
         return self._parse_info(CommandResult(argv, int(info.get("exit_code", 70)), info.get("stdout", ""),
                                               info.get("stderr", ""), result.seconds))
+
+    def run_batch(self, jobs: list[dict[str, Any]], out_dir: str, lock_timeout: float, per_job_seconds: float,
+                  on_line: Callable[[str], None], extra: Sequence[str] = ()) -> CommandResult:
+        """One ``agent batch -`` under the device lock: ``jobs`` (JobSpec dicts) as the first line of its
+        stdin, which stays open while it runs (a controller that dies or gives up - Ctrl-C, deadline, dead
+        link - makes the device see EOF and stop the batch, freeing its lock); each document is written
+        to ``out_dir`` on the device and carried inline in its ``done`` event, given to ``on_line`` with
+        every other output line. Deadline: the lock wait + ``per_job_seconds`` per job + 60 s.
+        ``extra``: more ``agent batch`` options. Returns the result when the agent exited 0 or 1 (1: some
+        job failed, which is data in its document); raises DeviceError (:meth:`agent_failure`) otherwise."""
+        argv = [self.agent, "batch", "-", "--out", out_dir, "--lock", posixpath.join(self.workdir, "lock"),
+                "--lock-timeout", f"{lock_timeout:g}", "--stop-on-stdin-eof", "--inline", *extra]
+        deadline = lock_timeout + len(jobs) * per_job_seconds + 60
+        result = self.run_python(argv, timeout=deadline, on_line=on_line, stdin_open=True,
+                                 stdin_data=[(json.dumps(jobs) + "\n").encode()])
+        if result.exit_code not in (0, 1):
+            raise self.agent_failure("batch", result)
+        return result
 
     def agent_failure(self, command: str, result: CommandResult) -> DeviceError:
         """The error for an ``agent COMMAND`` that exited non-zero: the agent's own reason (its stderr, or

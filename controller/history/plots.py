@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,27 +64,38 @@ def _variants(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["variant"]))
 
 
-def latency_bars(frame: pd.DataFrame) -> bytes | None:
-    """p50 bars per variant, grouped by device x threads, with a whisker up to p90."""
-    ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna()]
-    if not len(ok):
-        return None
+def _variant_bars(ok: pd.DataFrame, height: float, ylabel: str, legend_y: float,
+                  bar: Callable[[Any, list[float], pd.DataFrame, float, str], None]) -> bytes:
+    """A bar per variant in each device x threads group of ``ok`` (rows to draw): ``bar(ax, xs, rows, width,
+    variant)`` draws one variant's bars (``rows``: its rows, at ``xs``)."""
     groups, variants = _groups(ok), _variants(ok)
-    fig = _figure(_bar_width(groups, variants), 3.4)
+    fig = _figure(_bar_width(groups, variants), height)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
         rows = ok[ok["variant"] == variant]
         xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
-        p50 = rows["p50_ms"].astype(float)
-        up = (rows["p90_ms"].astype(float).fillna(p50) - p50).clip(lower=0.0)
-        ax.bar(xs, p50, width * 0.92, color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant,
-               yerr=[[0.0] * len(up), list(up)], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
+        bar(ax, xs, rows, width * 0.92, variant)
     _group_ticks(ax, groups)
-    ax.set_ylabel("latency p50 ms (whisker: p90)")
-    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.18))
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, legend_y))
     _style(ax)
     return _png(fig)
+
+
+def latency_bars(frame: pd.DataFrame) -> bytes | None:
+    """p50 bars per variant, grouped by device x threads, with a whisker up to p90."""
+    ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna()]
+    if not len(ok):
+        return None
+
+    def bar(ax, xs: list[float], rows: pd.DataFrame, width: float, variant: str) -> None:
+        p50 = rows["p50_ms"].astype(float)
+        up = (rows["p90_ms"].astype(float).fillna(p50) - p50).clip(lower=0.0)
+        ax.bar(xs, p50, width, color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant,
+               yerr=[[0.0] * len(up), list(up)], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
+
+    return _variant_bars(ok, 3.4, "latency p50 ms (whisker: p90)", 1.18, bar)
 
 
 def speedup_heatmap(frame: pd.DataFrame) -> bytes | None:
@@ -120,7 +131,7 @@ def pareto(frame: pd.DataFrame) -> bytes | None:
     """Size x latency x accuracy: one point per ok row (x file size, y p50, colour = variant, marker =
     device x threads when there are at most 6 of them); each variant's accuracy (top-1, else cosine vs
     fp32) is in its legend entry, so labels never pile up on points that sit together; the size/latency
-    Pareto front of each device x threads drawn as a dashed step line."""
+    Pareto front of each device x threads ringed in grey and joined by a dashed step line."""
     ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna() & frame["model_bytes"].notna()]
     if not len(ok):
         return None
@@ -152,6 +163,8 @@ def pareto(frame: pd.DataFrame) -> bytes | None:
                     ys.append(p50)
             if len(xs) > 1:
                 ax.step(xs, ys, where="post", color="#999999", linewidth=1, linestyle="--", zorder=1)
+            # ringed too: a front of one point (one variant smaller AND faster than all) has no line
+            ax.scatter(xs, ys, s=220, facecolors="none", edgecolors="#888888", linewidths=1.2, zorder=2)
             ax.scatter([], [], marker=markers[groups.index(group) % len(markers)], facecolors="white",
                        edgecolors="black", label=group)
     ax.set_xlabel("model file size MB")
@@ -177,25 +190,29 @@ def _accuracy_label(rows: pd.DataFrame) -> str:
     return ""
 
 
+def memory_column(frame: pd.DataFrame) -> str:
+    """The memory figure the plot shows: ``model_peak_kb`` (the peak over the baseline after imports and
+    input preparation, i.e. what belongs to the model) when every job with a process peak has it, else
+    ``peak_rss_kb`` (the whole process, inputs included: older run folders)."""
+    ok = frame[frame["peak_rss_kb"].notna()] if "peak_rss_kb" in frame.columns else frame.iloc[0:0]
+    if "model_peak_kb" in frame.columns and len(ok) and ok["model_peak_kb"].notna().all():
+        return "model_peak_kb"
+    return "peak_rss_kb"
+
+
 def memory_bars(frame: pd.DataFrame) -> bytes | None:
-    """Peak RSS MiB per variant, grouped by device x threads."""
-    ok = frame[frame["peak_rss_kb"].notna()]
+    """Peak memory MiB per variant (the column :func:`memory_column` picks), grouped by device x threads."""
+    column = memory_column(frame)
+    ok = frame[frame[column].notna()] if column in frame.columns else frame.iloc[0:0]
     if not len(ok):
         return None
-    groups, variants = _groups(ok), _variants(ok)
-    fig = _figure(_bar_width(groups, variants), 3.0)
-    ax = fig.add_subplot()
-    width = 0.8 / len(variants)
-    for i, variant in enumerate(variants):
-        rows = ok[ok["variant"] == variant]
-        xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
-        ax.bar(xs, rows["peak_rss_kb"].astype(float) / 1024, width * 0.92,
-               color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant)
-    _group_ticks(ax, groups)
-    ax.set_ylabel("peak RSS MiB")
-    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.2))
-    _style(ax)
-    return _png(fig)
+
+    def bar(ax, xs: list[float], rows: pd.DataFrame, width: float, variant: str) -> None:
+        ax.bar(xs, rows[column].astype(float) / 1024, width, color=VARIANT_COLORS.get(variant, OTHER_COLOR),
+               label=variant)
+
+    ylabel = "model peak MiB" if column == "model_peak_kb" else "process peak RSS MiB"
+    return _variant_bars(ok, 3.0, ylabel, 1.2, bar)
 
 
 def trend_lines(history: pd.DataFrame, run_id: str) -> bytes | None:

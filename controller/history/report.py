@@ -37,6 +37,23 @@ TABLE = (
 )
 
 
+#: what each flag means, said next to the flagged jobs (only the flags that occur)
+FLAG_MEANINGS = {
+    "noisy": "std/mean of the timings ≥ 10 % (within a process or between processes)",
+    "throttled": "the throttle canary ran > 1.10× slower after the job than before, or the firmware said so",
+    "drift": "accuracy vs fp32 past its threshold",
+    "partial": "the max-seconds cap stopped the timed runs early",
+}
+
+
+def flag_legend(flagged: pd.DataFrame) -> str:
+    """'noisy: ...; drift: ...' for the flags present in ``flagged`` (a report frame's rows), in the
+    order of :data:`FLAG_MEANINGS`; unknown flags are named without a meaning."""
+    present = {f for text in flagged["flags"] for f in str(text).split(",") if f}
+    known = [f"{f}: {m}" for f, m in FLAG_MEANINGS.items() if f in present]
+    return "; ".join(known + sorted(present - set(FLAG_MEANINGS)))
+
+
 @dataclass
 class ReportData:
     """Everything a report shows, read once."""
@@ -230,7 +247,7 @@ def render_markdown(data: ReportData) -> str:
                          f"**{row['status']}** — {_md(row.get('error') or row.get('error_kind') or 'no reason given')}")
         lines.append("")
     if len(flagged):
-        lines.append(f"**{len(flagged)} job(s) flagged:**")
+        lines.append(f"**{len(flagged)} job(s) flagged** ({_md(flag_legend(flagged))}):")
         for row in flagged.to_dict("records"):
             lines.append(f"- ⚠ {row['device']} {row['model']} {row['variant']} t{row['threads']}: "
                          f"**{row['flags'].replace(',', ', ')}**{_md(why(row))}")

@@ -8,7 +8,7 @@ import html
 from typing import Any
 
 from controller.history import plots
-from controller.history.report import ReportData, cell, columns, summary_lines, why
+from controller.history.report import ReportData, cell, columns, flag_legend, summary_lines, why
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
@@ -100,9 +100,8 @@ def _alerts(data: ReportData) -> str:
     if len(flagged):
         items = "".join(f"<li>{_job(r)}: {_flags(r['flags'])}{html.escape(why(r))}</li>"
                         for r in flagged.to_dict("records"))
-        out.append(f'<div class="box warn"><b>{len(flagged)} job(s) flagged</b> — noisy: timing spread ≥ 10 %; '
-                   f"throttled: the device heated up; drift: accuracy vs fp32 past its threshold; partial: not "
-                   f"every sample was measured<ul>{items}</ul></div>")
+        out.append(f'<div class="box warn"><b>{len(flagged)} job(s) flagged</b> — '
+                   f"{html.escape(flag_legend(flagged))}<ul>{items}</ul></div>")
     if not out:
         out.append(f'<div class="box good">all {len(data.frame)} job(s) ok, none flagged</div>')
     return "\n".join(out)
@@ -136,6 +135,13 @@ def _table(data: ReportData, model: str) -> str:
     return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
+_MEMORY_CAPTIONS = {
+    "model_peak_kb": "Peak memory of the model (over the process's baseline after imports and input "
+                     "preparation; the whole process's peak is the table's peak MiB)",
+    "peak_rss_kb": "Peak memory (RSS of the job's whole process, inputs included: this run has no model peak)",
+}
+
+
 def _figure(png: bytes | None, alt: str, caption: str, empty: str) -> str:
     if png is None:
         return f'<p class="empty">{html.escape(caption)}: {html.escape(empty)}</p>'
@@ -158,9 +164,9 @@ def _model_section(data: ReportData, model: str) -> str:
                 "whisker = p90", "no successful job"),
         _figure(plots.speedup_heatmap(frame), f"{model} speedup", "Speedup vs fp32 (fp32 p50 / p50; green = "
                 "faster)", "no fp32 result to compare with"),
-        _figure(plots.pareto(frame), f"{model} size latency accuracy", "Size × latency × accuracy (dashed: the "
-                "size/latency Pareto front per device)", "no successful job"),
-        _figure(plots.memory_bars(frame), f"{model} memory", "Peak memory (RSS of the job's process)",
+        _figure(plots.pareto(frame), f"{model} size latency accuracy", "Size × latency × accuracy (ringed, "
+                "dashed: the size/latency Pareto front per device)", "no successful job"),
+        _figure(plots.memory_bars(frame), f"{model} memory", _MEMORY_CAPTIONS[plots.memory_column(frame)],
                 "no memory figures"),
     ]
     history = None if data.history is None else data.history[data.history["model"] == model]
@@ -168,9 +174,10 @@ def _model_section(data: ReportData, model: str) -> str:
         figs.append('<p class="empty">Trend: no history index yet (it is built at the end of each run, or by '
                     "<code>edgebench history --rebuild</code>).</p>")
     else:
-        figs.append(_figure(plots.trend_lines(history, data.run_id), f"{model} trend",
-                            f"p50 over the history of these jobs (the last {history['run_id'].nunique()} runs; "
-                            "this run ringed)", "only this run so far — trend lines appear with the next one"))
+        runs = history["run_id"].nunique()
+        caption = f"p50 over the history of these jobs (the last {runs} runs; this run ringed)" if runs > 1 else "Trend"
+        figs.append(_figure(plots.trend_lines(history, data.run_id), f"{model} trend", caption,
+                            "only this run so far — trend lines appear with the next one"))
     return (f"<section><h2>{e(model)}</h2><ul class=\"summary\">{summary}</ul>{_table(data, model)}"
             f"<div class=\"figs\">{''.join(figs)}</div></section>")
 
