@@ -9,8 +9,8 @@ from typing import Any
 from controller.commands.compare import add_limit_arguments
 from controller.commands.run import add_run_arguments
 
-LOCK_NAME = ".nightly.lock"
 LOG_NAME = "nightly.log"
+PROGRESS_LOG = "controller.nightly.progress"  #: the logger of progress lines without a terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,11 +89,13 @@ def _config_value(path: str, key: str, value: Any, action: argparse.Action) -> A
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the nightly; return its exit code (5 on a confirmed regression, else the run's)."""
     import logging
     import os
 
     from controller.commands.compare import limits_from
     from controller.errors import UsageError
+    from controller.history.nightly_job import nightly_lock
 
     if args.config:
         apply_config(args, args._parser)
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     handler = _log_to_file(args.log_file or os.path.join(args.out, LOG_NAME))
     try:
-        with _nightly_lock(args.out, args.wait_lock):
+        with nightly_lock(args.out, args.wait_lock):
             return _nightly(args, limits)
     finally:
         logging.getLogger().removeHandler(handler)
@@ -113,166 +115,46 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _nightly(args: argparse.Namespace, limits) -> int:
+    import json
     import logging
+    import os
+    import sys
 
     from controller.commands.run import options_from
     from controller.commands.selection import selected_devices
+    from controller.console import console
     from controller.fleet.models import collect_models
-    from controller.history.nightly_runs import open_history_index
+    from controller.fleet.view import execute_with_board, log_progress
+    from controller.history.nightly_job import judge, remeasurer
 
     log = logging.getLogger("controller.nightly")
     inventory, devices = selected_devices(args)
     models = collect_models(args.models)
     options = options_from(args)
     log.info("nightly starting: %d model file(s) on %d device(s)", len(models), len(devices))
-    store, result = _execute(devices, models, options, inventory.path)
+    live = console(stderr=True).is_terminal
+    store, result = execute_with_board(devices, models, options, inventory.path, live=live,
+                                       notify=None if live else log_progress(PROGRESS_LOG), kind="nightly")
     run_code = int(result.exit_code())
     log.info("nightly %s: run finished (exit %d) in %s", store.run_id, run_code, store.root)
     for name, status in result.failed.items():
         log.warning("device %s failed (%s): %s", name, status.kind, status.reason)
-    index = open_history_index(args.out, getattr(args, "store", None))
-    try:
-        return _judge(args, limits, (devices, models, options), store, run_code, index)
-    finally:
-        if index is not None:
-            index.close()
-
-
-def _execute(devices, models, options, inventory_path: str):
-    """The fleet run of ``edgebench run`` (run.json ``kind: nightly``) with a live board on a terminal,
-    plain log lines otherwise."""
-    from rich.live import Live
-
-    from controller.console import console
-    from controller.fleet.run import execute
-    from controller.fleet.view import FleetBoard
-
-    err = console(stderr=True)
-    if not err.is_terminal:
-        return execute(devices, models, options, inventory_path, log_progress(), kind="nightly")
-    board = FleetBoard()
-    with Live(board, console=err, refresh_per_second=4, transient=False):
-        return execute(devices, models, options, inventory_path, board.update, kind="nightly")
-
-
-def log_progress():
-    """A progress callback that logs one line per device state change (no terminal needed)."""
-    import logging
-
-    log = logging.getLogger("controller.nightly.progress")
-    last: dict[str, tuple] = {}
-
-    def notify(status) -> None:
-        seen = (status.state, status.detail if status.state != "running" else "")
-        if last.get(status.name) != seen:
-            last[status.name] = seen
-            reason = f" ({status.kind}: {status.reason})" if status.reason else ""
-            log.info("%s: %s %s%s", status.name, status.state, status.detail, reason)
-    return notify
-
-
-def _judge(args: argparse.Namespace, limits, plan: tuple, store, run_code: int, index) -> int:
-    import json
-    import logging
-    import os
-    import sys
-
-    from controller.errors import EdgebenchError, ExitCode
-    from controller.fleet.store import load_run_info
-    from controller.history import nightly
-    from controller.history.nightly_runs import nightly_history, nightly_runs, utc
-
-    log = logging.getLogger("controller.nightly")
-    if index is not None:
-        try:
-            index.add_run(store.root, kind="nightly")
-        except EdgebenchError as exc:  # the run folder is complete; `edgebench history --rebuild` adds it
-            log.warning("nightly %s not added to the history index (%s); reading run folders", store.run_id, exc)
-            index = None
-    if run_code == ExitCode.NO_DEVICE:
-        log.error("nightly %s: no device reachable; nothing to compare", store.run_id)
+    remeasure = None if args.no_remeasure else remeasurer(devices, models, options, store,
+                                                          lambda: log_progress(PROGRESS_LOG))
+    verdict = judge(store, run_code, limits, out_dir=args.out, store_url=args.store, remeasure=remeasure,
+                    cooldown=args.cooldown, window=args.window)
+    if verdict is None:  # no device reachable: nothing to compare
         return run_code
-    created = utc(load_run_info(store.root)["created"])
-    runs = nightly_runs(args.out, index)
-    earlier = [r for r in runs if r.run_id != store.run_id and r.created <= created]  # nightlies never overlap
-    remeasure = None if args.no_remeasure else _remeasure(plan, store)
-    outcome = nightly.evaluate(store.root, earlier, limits, remeasure, args.cooldown,
-                               nightly_history(runs, index), window=args.window)
-    code = int(ExitCode.REGRESSION) if outcome.confirmed_regressions else run_code
-    paths = list(nightly.write_outcome(outcome, code))
-    store.save_run_info(exit_code=code, nightly={"baseline": outcome.last_comparable,
-                                                 "confirmed_regressions": len(outcome.confirmed_regressions),
-                                                 "remeasure_dir": outcome.remeasure_dir})
-    paths += _report(store.root, outcome.last_comparable, args.out, getattr(args, "store", None))
-    for f in outcome.findings:
-        log.warning("%s %s %s %s/%s t%d: %s; re-measure: %s", "CONFIRMED" if f.confirmed else "not confirmed",
-                    f.verdict, f.device, f.model, f.variant, f.threads, "; ".join(f.reasons), f.remeasure_note)
-    log.info("nightly %s: exit %d; %s", store.run_id, code, ", ".join(paths))
     if args.json:
-        sys.stdout.write(json.dumps({**outcome.to_dict(), "exit_code": code}, indent=2, default=str) + "\n")
-        return code
-    with open(paths[1], encoding="utf-8") as fh:
+        sys.stdout.write(json.dumps({**verdict.outcome.to_dict(), "exit_code": verdict.exit_code}, indent=2,
+                                    default=str) + "\n")
+        return verdict.exit_code
+    with open(verdict.paths[1], encoding="utf-8") as fh:  # regressions.md
         sys.stdout.write(fh.read())
-    for path in paths:
+    for path in verdict.paths:
         print(f"wrote {path}")
     print(f"run folder: {os.path.abspath(store.root)}")
-    return code
-
-
-def _remeasure(plan: tuple, store):
-    """The re-measure step: the given jobs again, on their devices only, in <run>/remeasure/."""
-    import dataclasses
-    import datetime
-    import logging
-
-    from controller.fleet.run import run_fleet
-    from controller.fleet.store import RunStore
-
-    devices, models, options = plan
-    log = logging.getLogger("controller.nightly")
-
-    def now() -> str:
-        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-    def remeasure(keys: list[tuple[str, str, str, int]]) -> str:
-        wanted: dict[tuple[str, int], set[tuple[str, str]]] = {}
-        for device, model, variant, threads in keys:
-            # the fp32 sibling too: drift (cosine to fp32) is computed against it on the same device
-            wanted.setdefault((device, threads), set()).update({(model, variant), (model, "fp32")})
-        groups: dict[tuple[int, tuple], list[str]] = {}
-        for (device, threads), names in wanted.items():
-            groups.setdefault((threads, tuple(sorted(names))), []).append(device)
-        target = RunStore.create(store.root, {"kind": "remeasure", "of": store.run_id, "created": now()},
-                                 run_id="remeasure")
-        for (threads, names), group in sorted(groups.items()):
-            chosen_models = [m for m in models if (m.name, m.variant) in names]
-            chosen = [d for d in devices if d.name in group]
-            log.info("re-measuring %d model file(s) x %d thread(s) on %s", len(chosen_models), threads,
-                     ", ".join(group))
-            run_fleet(chosen, chosen_models, dataclasses.replace(options, threads=(threads,)), target,
-                      log_progress())
-        target.save_run_info(finished=now())
-        return target.root
-
-    return remeasure
-
-
-def _report(run_dir: str, baseline: str | None, out_dir: str, store_url: str | None) -> list[str]:
-    """The history engineer's report writer; skipped with a log line while it is not there yet."""
-    import logging
-
-    try:
-        from controller.history.report import write_report
-    except ImportError:  # TEMPORARY: until the history branch (report writer) is merged
-        logging.getLogger("controller.nightly").warning("report writer not available yet; no report written")
-        return []
-    from controller.errors import EdgebenchError
-
-    try:
-        return [str(p) for p in write_report(run_dir, baseline=baseline, out_dir=out_dir, store_url=store_url)]
-    except EdgebenchError as exc:  # regressions.json/.md are written already; the exit code stands
-        logging.getLogger("controller.nightly").warning("report not written: %s", exc)
-        return []
+    return verdict.exit_code
 
 
 def _log_to_file(path: str):
@@ -291,40 +173,3 @@ def _log_to_file(path: str):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     return handler
-
-
-def _nightly_lock(out_dir: str, wait: float):
-    """The per-reports-folder lock (flock: freed by the kernel when its holder dies, so a killed nightly
-    never blocks the next). Raises NightlyBusyError (exit 3) when another nightly holds it."""
-    import contextlib
-    import os
-
-    from agent.errors import BusyError
-    from agent.lock import DeviceLock
-    from controller.errors import NightlyBusyError
-
-    path = os.path.join(out_dir, LOCK_NAME)
-    lock = DeviceLock(path, wait)
-    try:
-        lock.acquire()
-    except BusyError:
-        holder = _read(path)
-        raise NightlyBusyError(f"another nightly (pid {holder or '?'}) is running on {os.path.abspath(out_dir)} "
-                               f"(lock {path}); this one did not start. Raise --wait-lock to wait for it") from None
-
-    @contextlib.contextmanager
-    def held():
-        try:
-            yield lock
-        finally:
-            lock.release()
-
-    return held()
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""

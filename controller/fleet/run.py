@@ -29,7 +29,7 @@ from controller.fleet.inventory import Device
 from controller.fleet.models import ModelRef
 from controller.fleet.options import RunOptions
 from controller.fleet.session import DeviceStatus
-from controller.fleet.store import RunStore, run_info
+from controller.fleet.store import RunStore, now_iso, run_info
 
 TABLES_EVERY_SECONDS = 5.0
 __all__ = ["FleetResult", "RunOptions", "execute", "run_fleet"]
@@ -131,12 +131,6 @@ def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptio
     try:
         result = run_fleet(devices, models, options, store, notify)
     finally:
-        store.save_run_info(finished=_now())
+        store.save_run_info(finished=now_iso())
     store.save_run_info(exit_code=int(result.exit_code()))
     return store, result
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -342,6 +342,11 @@ def load_samples(run_dir: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def now_iso() -> str:
+    """This moment in UTC as run.json writes it (``created``, ``finished``): ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def load_run_info(run_dir: str) -> dict[str, Any]:
     """run.json of a run folder. Raises InputError when it is missing or not JSON."""
     path = os.path.join(run_dir, "run.json")
@@ -362,7 +367,7 @@ def run_info(options, inventory_path: str, devices, models, version: str) -> dic
     import sys
 
     return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": now_iso(),
         "user": getpass.getuser(),
         "controller_host": socket.gethostname(),
         "command_line": list(sys.argv),

@@ -1,4 +1,5 @@
-"""What people see in the terminal: the live fleet board, the results table, the devices table.
+"""What people see in the terminal: the live fleet board (or progress as log lines), the results table,
+the devices table.
 
 Only rendering lives here (rich tables from typed values); the numbers come from the run folder's
 DataFrame (:mod:`controller.fleet.store`) and the fleet's :class:`~controller.fleet.DeviceStatus` values.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,3 +222,41 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
+
+
+def execute_with_board(devices: list, models: list, options: Any, inventory_path: str, *, live: bool,
+                       notify: Callable[[DeviceStatus], None] | None = None, **info: Any):
+    """:func:`controller.fleet.run.execute` with the live :class:`FleetBoard` on stderr when ``live``;
+    otherwise progress goes to ``notify`` only (None: nowhere). ``info``: more run.json keys. Returns
+    what ``execute`` returns, raises what it raises."""
+    from rich.live import Live
+
+    from controller.console import console
+    from controller.fleet.run import execute
+
+    if not live:
+        return execute(devices, models, options, inventory_path, notify, **info)
+    board = FleetBoard()
+    err = console(stderr=True)
+    with Live(board, console=err, refresh_per_second=4, transient=False):
+        outcome = execute(devices, models, options, inventory_path, board.update, **info)
+    if not err.is_terminal:
+        err.print()  # rich leaves the last render of a non-terminal Live without a newline
+    return outcome
+
+
+def log_progress(logger_name: str) -> Callable[[DeviceStatus], None]:
+    """A progress callback that logs one INFO line per device state change to ``logger_name`` (for runs
+    without a terminal: cron, systemd)."""
+    import logging
+
+    log = logging.getLogger(logger_name)
+    last: dict[str, tuple] = {}
+
+    def notify(status: DeviceStatus) -> None:
+        seen = (status.state, status.detail if status.state != "running" else "")
+        if last.get(status.name) != seen:
+            last[status.name] = seen
+            reason = f" ({status.kind}: {status.reason})" if status.reason else ""
+            log.info("%s: %s %s%s", status.name, status.state, status.detail, reason)
+    return notify

@@ -7,9 +7,8 @@ was not confirmed - so the baseline never moves forward on an improvement alone,
 becomes the yardstick. A confirmed regression is accepted: it is reported once, then it is the new level
 (an alert that repeats every night until someone acts gets switched off).
 
-Where the history index is available (``controller.history.index``, the history engineer's) it lists the
-nightlies; otherwise the run folders under the reports folder are read directly (TEMPORARY fallback until
-the index lands: same answer, slower).
+The history index (:mod:`controller.history.index`) lists the nightlies; when it cannot be opened, the run
+folders under the reports folder are read directly (the source of truth: same answer, slower).
 """
 
 from __future__ import annotations
@@ -51,15 +50,11 @@ class Baseline:
 
 def open_history_index(out_dir: str, store_url: str | None = None) -> Any | None:
     """The history index of ``out_dir`` (``store_url``: None = embedded or $EDGEBENCH_STORE), or None when
-    the history package is not there yet or the store cannot be opened (logged as a warning: the nightly
-    then reads the run folders, which are the source of truth). Close it with ``.close()``."""
+    the store cannot be opened (logged as a warning: the nightly then reads the run folders, which are
+    the source of truth). Close it with ``.close()``."""
     from controller.errors import EdgebenchError
+    from controller.history.index import open_index
 
-    try:
-        from controller.history.index import open_index  # the history engineer's index
-    except ImportError:  # TEMPORARY: until the history branch is merged
-        log.info("history index not available; reading run folders directly")
-        return None
     try:
         return open_index(out_dir, store_url)
     except EdgebenchError as exc:
@@ -68,22 +63,19 @@ def open_history_index(out_dir: str, store_url: str | None = None) -> Any | None
 
 
 def nightly_runs(out_dir: str, index: Any | None = None) -> list[NightlyRun]:
-    """Every nightly under ``out_dir``, oldest first."""
+    """Every nightly under ``out_dir``, oldest first: from ``index`` when given, else from the run
+    folders (:func:`controller.history.frame.run_folders`)."""
     if index is not None:
         frame = index.runs(kind="nightly")
         return [NightlyRun(str(r["run_id"]), utc(r["created"]), str(r["path"])) for r in frame.to_dict("records")]
     from controller.fleet.store import load_run_info
+    from controller.history.frame import run_folders
 
     runs = []
-    if not os.path.isdir(out_dir):
-        return runs
-    for name in sorted(os.listdir(out_dir)):
-        path = os.path.join(out_dir, name)
-        if not os.path.isfile(os.path.join(path, "run.json")):
-            continue
-        info = load_run_info(path)
+    for path in run_folders(out_dir):
+        info = load_run_info(str(path))
         if info.get("kind") == "nightly" and info.get("created"):
-            runs.append(NightlyRun(info.get("run_id", name), utc(info["created"]), os.path.abspath(path)))
+            runs.append(NightlyRun(info.get("run_id", path.name), utc(info["created"]), os.path.abspath(path)))
     return sorted(runs, key=lambda r: r.created)
 
 
