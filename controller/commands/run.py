@@ -126,41 +126,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def options_from(args: argparse.Namespace):
     """The :class:`~controller.fleet.run.RunOptions` the parsed run arguments ask for (validated there).
-    Raises UsageError / InputError."""
+    Raises UsageError / InputError naming the option."""
     import os
 
-    from agent.cpus import check_placement
-    from agent.delegation import parse_spec
-    from agent.errors import AgentError
-    from agent.job import parse_input_shapes
     from controller.errors import UsageError
     from controller.fleet.agent_build import agent_zipapp
     from controller.fleet.models import check_eval_data
-    from controller.fleet.options import RunOptions
+    from controller.fleet.options import RunOptions, job_template
     from controller.variants.scoring import Thresholds
 
     if args.eval:
         check_eval_data(args.eval)
-    if args.inputs and not os.path.isfile(args.inputs):
-        raise UsageError(f"--inputs {args.inputs} does not exist; give a .npy/.npz of input data")
-    try:
-        check_placement(args.cpus)
-    except AgentError as exc:
-        raise UsageError(f"--{exc}") from exc
-    delegate, delegate_options = None, {}
-    try:
-        if args.delegate:
-            delegate, delegate_options = parse_spec(args.delegate)
-        shapes = parse_input_shapes(args.input_shape)
-    except (ValueError, AgentError) as exc:
-        raise UsageError(f"--delegate: {exc}" if "delegate" in str(exc) else str(exc)) from exc
-    job = JobSpec(model="", runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
-                  min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
-                  seed=args.seed, cpus=args.cpus, repeat=args.repeat,
-                  cooldown=getattr(args, "job_cooldown", JobSpec.cooldown),
-                  run_delay=args.run_delay, xnnpack=args.xnnpack[0], delegate=delegate,
-                  delegate_options=delegate_options, input_shapes=shapes,
-                  inputs=os.path.abspath(args.inputs) if args.inputs else None)
+    job = job_template(delegate=args.delegate, input_shapes=args.input_shape, inputs=args.inputs,
+                       runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
+                       min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
+                       seed=args.seed, cpus=args.cpus, repeat=args.repeat,
+                       cooldown=getattr(args, "job_cooldown", JobSpec.cooldown), run_delay=args.run_delay,
+                       xnnpack=args.xnnpack[0])
     try:
         return RunOptions(
             job=job, threads=args.threads, xnnpack=args.xnnpack, batch_sizes=args.batch_sizes,
@@ -193,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the fleet; return the exit code (see ``edgebench --help``)."""
     from controller.commands.selection import selected_devices
     from controller.fleet.models import collect_models
+    from controller.fleet.sweep import check_input_shapes
     from controller.history.index import check_store_url
 
     check_store_url(args.store)
@@ -202,104 +185,47 @@ def run(args: argparse.Namespace) -> int:
     check_input_shapes(options.job.input_shapes, models)
     after = None
     if args.profile:
+        from controller.fleet.profile import after_run
         from controller.model.op_cut import schema_module
 
         schema_module()  # no schema module here: ToolError (exit 4) before anything is measured
-        after = _profiler(args, options, devices, models)
-    store, result = run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
-    return exit_code(result, store.run_info.get("profiles"))
-
-
-def exit_code(result, profiles: dict | None) -> int:
-    """The fleet's exit code; a profile that failed (``run --profile``) makes an otherwise clean run 1."""
-    from controller.errors import ExitCode
-
-    code = result.exit_code()
-    if code == ExitCode.OK and any(p["failed"] for p in (profiles or {}).values()):
-        code = ExitCode.PARTIAL
-    return int(code)
-
-
-def _profiler(args: argparse.Namespace, options, devices, models):
-    """``--profile``: the step after the fleet run that profiles every job that was ok (see
-    :func:`controller.fleet.profile.profile_run`), records ``profiles`` in run.json and returns them."""
-    from controller.fleet.profile import ProfileOptions, profile_run
-
-    profile_options = ProfileOptions(runs=options.job.runs, min_seconds=options.job.min_seconds,
-                                     timeout=options.job.timeout, inputs=options.eval_data,
-                                     lock_timeout=options.lock_timeout)
-
-    def after(store, result) -> dict:
-        outcomes = profile_run(result, devices, models, options.threads, store, profile_options,
-                               options.agent_pyz, options.parallel)
-        store.save_run_info(profiles={n: _without_summaries(o) for n, o in outcomes.items()})
-        return outcomes
-
-    return after
-
-
-def _without_summaries(outcome: dict) -> dict:
-    return {k: v for k, v in outcome.items() if k != "summaries"}
-
-
-def check_input_shapes(shapes: dict, models: list) -> None:
-    """Raise UsageError when an --input-shape names an input that none of ``models`` has (a typo would
-    otherwise resize nothing, silently)."""
-    from controller.errors import UsageError
-    from controller.fleet.sweep import input_names
-
-    if not shapes:
-        return
-    known = set().union(*(input_names(m) for m in models))
-    unknown = sorted(set(shapes) - known)
-    if unknown:
-        raise UsageError(f"--input-shape names {unknown}, but no model has such an input (inputs: "
-                         f"{sorted(known)})")
+        after = after_run(options, devices, models)
+    return run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
 
 
 def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None,
-                 store_url: str | None = None):
-    """Run with the live progress board on stderr (plain when not a terminal), then ``after(store,
-    result)`` (``run --profile``: device -> profile outcome) unless interrupted, add the run to the history
-    index (``store_url``: see :func:`controller.history.index.open_index`), then print the results table
-    (or the JSON document). Returns (store, FleetResult)."""
+                 store_url: str | None = None) -> int:
+    """Run with the live progress board on stderr (none with ``as_json``), then ``after(store, result)``
+    (``run --profile``: device -> profile outcome) unless interrupted, add the run to the history index
+    (``store_url``: see :func:`controller.history.index.open_index`), then print the results table (or
+    the JSON document). Returns the exit code."""
     import json
     import sys
 
-    from rich.live import Live
-
     from controller.console import console
-    from controller.fleet.run import execute
-    from controller.fleet.view import FleetBoard, results_table
+    from controller.fleet.profile import run_exit_code, without_summaries
+    from controller.fleet.view import execute_with_board, results_table
+    from controller.history.index import index_run
 
-    board = FleetBoard()
     err = console(stderr=True)
-    if as_json:
-        store, result = execute(devices, models, options, inventory_path, board.update)
-    else:
-        with Live(board, console=err, refresh_per_second=4, transient=False):
-            store, result = execute(devices, models, options, inventory_path, board.update)
-        if not err.is_terminal:
-            err.print()  # rich leaves the last render of a non-terminal Live without a newline
+    store, result = execute_with_board(devices, models, options, inventory_path, live=not as_json)
     profiles = after(store, result) if after is not None and not result.interrupted else None
-    code = exit_code(result, profiles)
+    code = run_exit_code(result, profiles)
     if profiles is not None:
         store.save_run_info(exit_code=code)
     indexed = index_run(store.root, options.out_dir, store_url)
     if indexed["error"]:
         err.print(f"[yellow]warning:[/] {indexed['error']}", soft_wrap=True, highlight=False)
+    if result.interrupted:
+        err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
     if as_json:
-        if result.interrupted:
-            err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
         doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code, "history_index": indexed,
                "devices": {n: s.to_dict() for n, s in result.devices.items()},
                "results": json.loads(result.results.to_json(orient="records"))}
         if profiles is not None:
-            doc["profiles"] = {n: _without_summaries(o) for n, o in profiles.items()}
+            doc["profiles"] = {n: without_summaries(o) for n, o in profiles.items()}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return store, result
-    if result.interrupted:
-        err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
+        return code
     console().print(results_table(result.results))
     for name, status in result.failed.items():
         err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
@@ -315,18 +241,4 @@ def run_and_show(devices, models, options, inventory_path: str, as_json: bool, a
             for summary in outcome["summaries"]:
                 console().print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
     console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
-    return store, result
-
-
-def index_run(run_dir: str, out_dir: str, store_url: str | None) -> dict:
-    """Add the finished run to the history index; ``{"rows": n, "error": None}``, or the reason it could
-    not be indexed (the run folder is complete either way; ``edgebench history --rebuild`` adds it)."""
-    from controller.errors import EdgebenchError
-    from controller.history.index import open_index
-
-    try:
-        with open_index(out_dir, store_url) as index:
-            return {"rows": index.add_run(run_dir), "error": None}
-    except EdgebenchError as exc:
-        return {"rows": 0, "error": f"run not added to the history index ({exc}); the run folder is complete: "
-                f"`edgebench history --rebuild --out {out_dir}` adds it later"}
+    return code

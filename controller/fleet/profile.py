@@ -20,7 +20,7 @@ import posixpath
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from agent.job import JobSpec
 from controller.errors import DeviceError, EdgebenchError
@@ -246,3 +246,37 @@ def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict
             with open(local, encoding="utf-8") as fh:
                 docs.append(json.load(fh))
     return docs
+
+
+def after_run(run_options: Any, devices: list[Any], models: list[Any]) -> Callable[[Any, Any], dict[str, dict]]:
+    """``run --profile``: the step after the fleet run, ``after(store, fleet_result)``, that profiles every
+    job that was ok (:func:`profile_run`, with the run's runs, seconds, timeout, eval inputs and lock
+    timeout), records ``profiles`` (without the summaries) in run.json and returns the outcomes."""
+    options = ProfileOptions(runs=run_options.job.runs, min_seconds=run_options.job.min_seconds,
+                             timeout=run_options.job.timeout, inputs=run_options.eval_data,
+                             lock_timeout=run_options.lock_timeout)
+
+    def after(store: Any, result: Any) -> dict[str, dict]:
+        outcomes = profile_run(result, devices, models, run_options.threads, store, options,
+                               run_options.agent_pyz, run_options.parallel)
+        store.save_run_info(profiles={n: without_summaries(o) for n, o in outcomes.items()})
+        return outcomes
+
+    return after
+
+
+def without_summaries(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`profile_run` outcome as run.json and ``run --json`` keep it (the summaries are for the
+    terminal)."""
+    return {k: v for k, v in outcome.items() if k != "summaries"}
+
+
+def run_exit_code(result: Any, profiles: dict[str, dict] | None) -> int:
+    """The exit code of ``run`` (``result``: the FleetResult): the fleet's, except that a profile that
+    failed (``run --profile``) makes an otherwise clean run PARTIAL."""
+    from controller.errors import ExitCode
+
+    code = result.exit_code()
+    if code == ExitCode.OK and any(p["failed"] for p in (profiles or {}).values()):
+        code = ExitCode.PARTIAL
+    return int(code)
