@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller import defaults
 from controller.history.compare import Limits
 
 
@@ -45,23 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("base", metavar="BASE", help="run folder (or run id under --out) to compare against")
     p.add_argument("new", metavar="NEW", help="run folder (or run id under --out) to judge")
     add_limit_arguments(p)
-    p.add_argument("--out", default="reports", help="where run ids are looked up (default reports/)")
+    p.add_argument("--out", default=defaults.OUT_DIR, help=f"where run ids are looked up (default {defaults.OUT_DIR}/)")
     p.add_argument("--all", action="store_true", help="list unchanged pairs too")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=run)
-
-
-def resolve_run(name: str, out: str) -> str:
-    """A run folder from a path or a run id under ``out``. Raises InputError when neither exists."""
-    import os
-
-    from controller.errors import InputError
-
-    for candidate in (name, os.path.join(out, name)):
-        if os.path.isfile(os.path.join(candidate, "results.parquet")):
-            return candidate
-    raise InputError(f"{name}: not a run folder (no results.parquet there or under {out}/); "
-                     "pass a run folder or the run id of one under --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from controller.errors import ExitCode
     from controller.history.compare import compare_runs
     from controller.history.compare_view import comparison_table, summary_line
+    from controller.history.frame import resolve_run
 
     limits = limits_from(args)
-    comparison = compare_runs(resolve_run(args.base, args.out), resolve_run(args.new, args.out), limits)
+    comparison = compare_runs(str(resolve_run(args.base, args.out)), str(resolve_run(args.new, args.out)), limits)
     code = ExitCode.REGRESSION if comparison.regressions else ExitCode.OK
     if args.json:
         sys.stdout.write(json.dumps({**comparison.to_dict(), "exit_code": int(code)}, indent=2) + "\n")

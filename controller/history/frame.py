@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+from controller.defaults import OUT_DIR
 from controller.errors import InputError
 
 #: column -> kind ("str", "int", "float", "bool", "time") of every history index row.
@@ -64,7 +65,7 @@ def run_folders(out_dir: str | os.PathLike) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and is_run_folder(p)), key=lambda p: p.name)
 
 
-def resolve_run(ref: str | os.PathLike, out_dir: str | os.PathLike = "reports") -> Path:
+def resolve_run(ref: str | os.PathLike, out_dir: str | os.PathLike = OUT_DIR) -> Path:
     """A run folder from a path or a run id under ``out_dir``. Raises InputError naming what was
     looked for when neither is a run folder."""
     for candidate in (Path(ref), Path(out_dir) / str(ref)):
@@ -74,7 +75,7 @@ def resolve_run(ref: str | os.PathLike, out_dir: str | os.PathLike = "reports") 
                      "give a run folder or a run id (`edgebench history` lists them)")
 
 
-def last_run(out_dir: str | os.PathLike = "reports") -> Path:
+def last_run(out_dir: str | os.PathLike = OUT_DIR) -> Path:
     """The most recent run folder under ``out_dir``. Raises InputError when there is none."""
     folders = run_folders(out_dir)
     if not folders:

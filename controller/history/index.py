@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+from controller.defaults import OUT_DIR
 from controller.errors import EdgebenchError, ExitCode, ToolError, UsageError
 from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, index_frame, resolve_run, run_meta
 
@@ -156,7 +157,7 @@ def check_store_url(store_url: str | None) -> str:
     return url
 
 
-def open_index(out_dir: str | os.PathLike = "reports", store_url: str | None = None) -> HistoryIndex:
+def open_index(out_dir: str | os.PathLike = OUT_DIR, store_url: str | None = None) -> HistoryIndex:
     """The history index of the reports folder ``out_dir``: embedded Parquet files under
     ``<out_dir>/.history/``, or the PostgreSQL database ``store_url`` / ``$EDGEBENCH_STORE``
     (``postgresql://user[:password]@host[:port]/db`` or with ``?host=/socket/dir``). Raises UsageError

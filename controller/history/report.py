@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+from controller.defaults import OUT_DIR
 from controller.errors import InputError
 
 FORMATS = ("html", "md", "csv")
@@ -68,7 +69,7 @@ def load(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
     from controller.fleet.store import load_results
     from controller.history.frame import report_frame, resolve_run, run_meta
 
-    run_dir = resolve_run(run_dir, out_dir or "reports")
+    run_dir = resolve_run(run_dir, out_dir or OUT_DIR)
     meta = run_meta(run_dir)
     with open(run_dir / "run.json", encoding="utf-8") as fh:
         info = json.load(fh)
