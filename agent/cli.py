@@ -17,6 +17,7 @@ import threading
 from agent import __version__
 from agent.errors import AgentError, ExitCode, UsageError
 from agent.job import RUNTIME_CHOICES, JobSpec, parse_input_shapes
+from agent.measure_options import add_measurement_options
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -47,36 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure one model (one job) and print its result document",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("model", metavar="MODEL.tflite")
-    d = JobSpec(model="")  # one source for the measurement defaults (the controller's `run` uses it too)
+    d = JobSpec(model="")  # the defaults of the options added here (the shared ones: agent.measure_options)
     run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads (default {d.threads})")
-    run.add_argument("--runs", type=int, default=d.runs, help=f"at least this many timed runs ({d.runs})")
-    run.add_argument("--warmup", type=int, default=d.warmup, help=f"at least this many warmup runs ({d.warmup})")
-    run.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
-                     help=f"and warm up this long ({d.warmup_min_seconds:g})")
-    run.add_argument("--min-seconds", type=float, default=d.min_seconds,
-                     help=f"and time for at least this long ({d.min_seconds:g})")
-    run.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                     help=f"cap of warmup and timed runs ({d.max_seconds:g})")
-    run.add_argument("--inputs", metavar="FILE.npz", help=".npy/.npz input data (float data is quantized for "
-                     "int8/uint8 inputs); default: seeded random inputs")
-    run.add_argument("--input-shape", action="append", default=[], metavar="NAME=1,2,3",
-                     help="resize a dynamic input (repeatable)")
+    add_measurement_options(run)  # --runs, --warmup, seconds, --seed, --repeat, --cpus, --inputs ...
     run.add_argument("--save-outputs", metavar="FILE.npz", help="write every output (dequantized + raw/...)")
     run.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                      help="which runtime measures (auto: ai-edge-litert, then tflite-runtime, then tensorflow)")
     run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
-    run.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="load this external delegate (with its "
-                     "options) through the runtime's load_delegate")
-    run.add_argument("--cpus", metavar="LIST|big|little|all", help="pin the measuring worker to these CPUs "
-                     "(a list like 0,2-3, or a cluster; default: no pinning)")
-    run.add_argument("--repeat", type=int, default=d.repeat,
-                     help=f"measure in this many fresh worker processes ({d.repeat}); p50 = median of theirs")
     run.add_argument("--cooldown", type=float, default=d.cooldown,
                      help=f"pause this long between the worker processes, seconds ({d.cooldown:g})")
-    run.add_argument("--run-delay", type=float, default=d.run_delay,
-                     help=f"pause this long between two timed inferences, seconds ({d.run_delay:g})")
-    run.add_argument("--timeout", type=float, default=600.0, help="deadline of the worker, seconds (600)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
+    run.add_argument("--timeout", type=float, default=d.timeout,
+                     help=f"deadline of the worker, seconds ({d.timeout:g})")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
 
     info = sub.add_parser("info", help="this device's environment and every runtime it can load")
