@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from agent.job import JobSpec
+from agent.measure_options import add_measurement_options
 from controller import defaults
 from controller.commands.history import add_store_argument
 from controller.commands.selection import add_selection_arguments
@@ -39,53 +40,27 @@ def _positive_list(option: str):
     return parse
 
 
-def add_measure_arguments(p: argparse.ArgumentParser, d: JobSpec, job_cooldown: bool = True) -> None:
-    """Placement, repeats, delegates and inputs of a run (README "Measuring on a real board").
-    ``job_cooldown=False`` leaves ``--cooldown`` to the caller (``nightly`` has its own: the pause before
-    re-measuring); the run's pause between jobs is ``args.job_cooldown``."""
-    p.add_argument("--cpus", metavar="LIST|big|little|all", help="pin every job to these CPUs: a list like "
-                   "0,2-3 or a cluster (big / little from the device's cpu_capacity); a device's own cpus: "
-                   "key wins (default: no pinning)")
-    p.add_argument("--repeat", type=int, default=d.repeat, help="measure each job in this many fresh "
-                   f"processes; the p50 is the median of theirs (default {d.repeat})")
-    if job_cooldown:
-        p.add_argument("--cooldown", dest="job_cooldown", type=float, default=d.cooldown,
-                       help=f"pause between jobs and between repeats on a device, seconds (default {d.cooldown:g})")
-    p.add_argument("--run-delay", type=float, default=d.run_delay,
-                   help=f"pause between two timed inferences, seconds (default {d.run_delay:g})")
-    p.add_argument("--xnnpack", type=_xnnpack, default=(d.xnnpack,), metavar="on,off",
-                   help="XNNPACK delegate on, off, or both as a sweep like --threads (default on)")
-    p.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="external delegate library on the device "
-                   "(its path there) with its options, loaded through the runtime's load_delegate")
-    p.add_argument("--inputs", metavar="FILE.npz", help="real input data (.npy/.npz; float data is quantized "
-                   "for int8 inputs) for jobs without an eval set (default: seeded random inputs)")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=d1,d2",
-                   help="resize a dynamic input (repeatable)")
-    p.add_argument("--batch-sizes", type=_positive_list("--batch-sizes"), default=(), metavar="1,8,32",
-                   help="sweep these batch sizes over models whose inputs have a dynamic first dimension")
-
-
 def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+", job_cooldown: bool = True) -> None:
     """The options of a fleet run (shared by ``run`` and ``nightly``, whose models may come from its
-    --config: ``models_nargs="*"``, and whose ``--cooldown`` is its own: ``job_cooldown=False``)."""
+    --config: ``models_nargs="*"``, and whose ``--cooldown`` is its own: ``job_cooldown=False``; the run's
+    pause between jobs is ``args.job_cooldown``). The measurement options (--runs, --warmup, seconds,
+    --seed, --repeat, --run-delay, --cpus, --delegate, --inputs, --input-shape) are the agent's own
+    (:func:`agent.measure_options.add_measurement_options`), with the JobSpec defaults."""
     p.add_argument("models", nargs=models_nargs, default=[] if models_nargs == "*" else None, metavar="MODEL",
                    help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
     p.add_argument("--threads", type=_threads, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)")
-    d = JobSpec(model="")  # the agent's measurement defaults
-    p.add_argument("--runs", type=int, default=d.runs, help=f"at least this many measured runs (default {d.runs})")
-    p.add_argument("--warmup", type=int, default=d.warmup,
-                   help=f"at least this many warmup runs (default {d.warmup})")
-    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
-                   help=f"measure at least this long (default {d.min_seconds:g})")
-    p.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
-                   help=f"warm up at least this long (default {d.warmup_min_seconds:g})")
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                   help=f"cap on the measured time per job (default {d.max_seconds:g})")
+    add_measurement_options(p, cpus_note="; a device's own cpus: key wins")
     p.add_argument("--job-timeout", type=float, default=defaults.JOB_TIMEOUT,
                    help=f"deadline of one job on the device, seconds (default {defaults.JOB_TIMEOUT:g})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs (default {d.seed})")
-    add_measure_arguments(p, d, job_cooldown)
+    if job_cooldown:
+        p.add_argument("--cooldown", dest="job_cooldown", type=float, default=JobSpec.cooldown,
+                       help="pause between jobs and between repeats on a device, seconds "
+                       f"(default {JobSpec.cooldown:g})")
+    p.add_argument("--xnnpack", type=_xnnpack, default=(JobSpec.xnnpack,), metavar="on,off",
+                   help="XNNPACK delegate on, off, or both as a sweep like --threads (default on)")
+    p.add_argument("--batch-sizes", type=_positive_list("--batch-sizes"), default=(), metavar="1,8,32",
+                   help="sweep these batch sizes over models whose inputs have a dynamic first dimension")
     p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
                    "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
     p.add_argument("--no-eval", action="store_true", help="do not compute accuracy")
