@@ -19,15 +19,13 @@ import os
 import posixpath
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from agent.job import JobSpec
+from controller import defaults
 from controller.errors import DeviceError, EdgebenchError
 from controller.model.op_cut import OpCut, cut_ops
-
-CUT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
-                         "op-cuts")
 
 
 @dataclass
@@ -42,7 +40,8 @@ class ProfileOptions:
     op_runs: int = 20  #: per-op timed runs (at least)
     op_min_seconds: float = 0.05
     timeout: float = 600.0  #: deadline of one model's worker (whole model + every op)
-    cache: str = CUT_CACHE  #: where the single-op models are kept, per model sha256
+    #: where the single-op models are kept, per model sha256 (default: the user's edgebench cache)
+    cache: str = field(default_factory=lambda: defaults.cache_folder("op-cuts"))
     lock_timeout: float | None = None  #: device lock wait (default: the device's lock_timeout)
 
     def plan(self, cuts: list[OpCut], files: list[str | None] | None = None) -> dict[str, Any]:
