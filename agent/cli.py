@@ -15,8 +15,10 @@ import sys
 import threading
 
 from agent import __version__
+from agent.daemon_client import WORKDIR
 from agent.errors import AgentError, ExitCode, UsageError
 from agent.job import RUNTIME_CHOICES, JobSpec, parse_input_shapes
+from agent.lock import LOCK_TIMEOUT
 from agent.measure_options import add_measurement_options
 
 EPILOG = """exit codes:
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "standard input")
     batch.add_argument("--out", required=True, metavar="DIR", help="write DIR/<id>.json per job")
     batch.add_argument("--lock", metavar="PATH", help="flock this file while the batch runs")
-    batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
+    batch.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT,
+                       help=f"wait this long for the lock ({LOCK_TIMEOUT:g})")
     batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
     batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0; a job's "
                        "own cooldown wins when longer)")
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = sub.add_parser("daemon", help="run the agent daemon: a job queue on a Unix socket (mode 0600) in "
                             "WORKDIR/daemon; it never listens on the network")
-    daemon.add_argument("--workdir", default="~/.cache/edgebench", help="its workdir (~/.cache/edgebench)")
+    daemon.add_argument("--workdir", default=WORKDIR, help=f"its workdir ({WORKDIR})")
     daemon.add_argument("--lock", metavar="PATH", help="the device lock taken per job (default WORKDIR/lock, "
                         "the one fleet runs give `batch --lock`)")
     daemon.add_argument("--detach", action="store_true", help="start it in the background unless one already "
