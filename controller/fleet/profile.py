@@ -35,11 +35,11 @@ class ProfileOptions:
     runtime: str = "auto"
     xnnpack: bool = True
     inputs: str | None = None  #: .npy/.npz input data (first sample used); default seeded random
-    runs: int = 50  #: whole-model timed runs (at least)
-    min_seconds: float = 1.0
+    runs: int = JobSpec.runs  #: whole-model timed runs (at least)
+    min_seconds: float = JobSpec.min_seconds
     op_runs: int = 20  #: per-op timed runs (at least)
     op_min_seconds: float = 0.05
-    timeout: float = 600.0  #: deadline of one model's worker (whole model + every op)
+    timeout: float = JobSpec.timeout  #: deadline of one model's worker (whole model + every op)
     #: where the single-op models are kept, per model sha256 (default: the user's edgebench cache)
     cache: str = field(default_factory=lambda: defaults.cache_folder("op-cuts"))
     lock_timeout: float | None = None  #: device lock wait (default: the device's lock_timeout)
