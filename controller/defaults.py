@@ -21,6 +21,8 @@ CHECK_DEADLINE = 60.0  #: seconds: `devices --check`, whole call
 PIP_TIMEOUT = 900.0  #: seconds: `bootstrap`'s pip install on a device
 TOP1_DROP = 2.0  #: drift flag: top-1 points below fp32
 MIN_COSINE = 0.99  #: drift flag: worst output's mean cosine similarity to fp32 below this
+NIGHTLY_COOLDOWN = 60.0  #: seconds a nightly waits before re-measuring suspected changes
+NIGHTLY_WINDOW = 60  #: nightlies per series searched for change points
 
 
 def cache_folder(*parts: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from controller import defaults
 from controller.commands.compare import add_limit_arguments
 from controller.commands.run import add_run_arguments
 
@@ -29,11 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_limit_arguments(p, accuracy=False)  # --top1-drop / --min-cosine are run options already
     p.add_argument("--config", metavar="NIGHTLY.yaml", help="options as YAML keys (models, devices, tag, threads, "
                    "runs, out, threshold, cooldown ...); the command line wins over the file")
-    p.add_argument("--cooldown", type=float, default=60.0,
-                   help="seconds to wait before re-measuring suspected changes (default 60)")
+    p.add_argument("--cooldown", type=float, default=defaults.NIGHTLY_COOLDOWN,
+                   help=f"seconds to wait before re-measuring suspected changes (default {defaults.NIGHTLY_COOLDOWN:g})")
     p.add_argument("--no-remeasure", action="store_true", help="report suspected changes without re-measuring "
                    "(none counts as confirmed)")
-    p.add_argument("--window", type=int, default=60, help="nightlies per series searched for change points (default 60)")
+    p.add_argument("--window", type=int, default=defaults.NIGHTLY_WINDOW,
+                   help=f"nightlies per series searched for change points (default {defaults.NIGHTLY_WINDOW})")
     p.add_argument("--log-file", metavar="FILE", help=f"append log lines here (default <out>/{LOG_NAME})")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="S",
                    help="wait this long for a running nightly to finish (default 0: exit 3 at once)")
