@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,27 +64,38 @@ def _variants(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["variant"]))
 
 
-def latency_bars(frame: pd.DataFrame) -> bytes | None:
-    """p50 bars per variant, grouped by device x threads, with a whisker up to p90."""
-    ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna()]
-    if not len(ok):
-        return None
+def _grouped_bars(ok: pd.DataFrame, height: float, ylabel: str, legend_y: float,
+                  bar: Callable[[Any, list[float], pd.DataFrame, float, str, str], None]) -> bytes:
+    """A bar per variant in each device x threads group of ``ok`` (not empty); ``bar(ax, xs, rows, width,
+    color, variant)`` draws one variant's bars at ``xs``."""
     groups, variants = _groups(ok), _variants(ok)
-    fig = _figure(_bar_width(groups, variants), 3.4)
+    fig = _figure(_bar_width(groups, variants), height)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
         rows = ok[ok["variant"] == variant]
         xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
-        p50 = rows["p50_ms"].astype(float)
-        up = (rows["p90_ms"].astype(float).fillna(p50) - p50).clip(lower=0.0)
-        ax.bar(xs, p50, width * 0.92, color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant,
-               yerr=[[0.0] * len(up), list(up)], capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333333"})
+        bar(ax, xs, rows, width * 0.92, VARIANT_COLORS.get(variant, OTHER_COLOR), variant)
     _group_ticks(ax, groups)
-    ax.set_ylabel("latency p50 ms (whisker: p90)")
-    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.18))
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, legend_y))
     _style(ax)
     return _png(fig)
+
+
+def latency_bars(frame: pd.DataFrame) -> bytes | None:
+    """p50 bars per variant, grouped by device x threads, with a whisker up to p90."""
+    ok = frame[(frame["status"] == "ok") & frame["p50_ms"].notna()]
+    if not len(ok):
+        return None
+
+    def bar(ax, xs, rows, width, color, variant) -> None:
+        p50 = rows["p50_ms"].astype(float)
+        up = (rows["p90_ms"].astype(float).fillna(p50) - p50).clip(lower=0.0)
+        ax.bar(xs, p50, width, color=color, label=variant, yerr=[[0.0] * len(up), list(up)], capsize=3,
+               error_kw={"elinewidth": 1, "ecolor": "#333333"})
+
+    return _grouped_bars(ok, 3.4, "latency p50 ms (whisker: p90)", 1.18, bar)
 
 
 def speedup_heatmap(frame: pd.DataFrame) -> bytes | None:
@@ -182,20 +193,11 @@ def memory_bars(frame: pd.DataFrame) -> bytes | None:
     ok = frame[frame["peak_rss_kb"].notna()]
     if not len(ok):
         return None
-    groups, variants = _groups(ok), _variants(ok)
-    fig = _figure(_bar_width(groups, variants), 3.0)
-    ax = fig.add_subplot()
-    width = 0.8 / len(variants)
-    for i, variant in enumerate(variants):
-        rows = ok[ok["variant"] == variant]
-        xs = [groups.index(f"{d} · {t}t") - 0.4 + width * (i + 0.5) for d, t in zip(rows["device"], rows["threads"])]
-        ax.bar(xs, rows["peak_rss_kb"].astype(float) / 1024, width * 0.92,
-               color=VARIANT_COLORS.get(variant, OTHER_COLOR), label=variant)
-    _group_ticks(ax, groups)
-    ax.set_ylabel("peak RSS MiB")
-    ax.legend(frameon=False, ncols=min(4, len(variants)), loc="upper left", bbox_to_anchor=(0, 1.2))
-    _style(ax)
-    return _png(fig)
+
+    def bar(ax, xs, rows, width, color, variant) -> None:
+        ax.bar(xs, rows["peak_rss_kb"].astype(float) / 1024, width, color=color, label=variant)
+
+    return _grouped_bars(ok, 3.0, "peak RSS MiB", 1.2, bar)
 
 
 def trend_lines(history: pd.DataFrame, run_id: str) -> bytes | None:
