@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from agent.job import RUNTIME_CHOICES, JobSpec
-from controller import defaults
+from controller.commands.selection import add_inventory_arguments
 from controller.fleet.profile import ProfileOptions
 
 
@@ -22,9 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
     p.add_argument("--device", metavar="NAME", help="profile on this device of the fleet file (default: here)")
-    p.add_argument("--devices", metavar="FILE", default=defaults.DEVICES_FILE,
-                   help=f"the fleet file (default {defaults.DEVICES_FILE})")
-    p.add_argument("--inventory", metavar="FILE", help="read the fleet from an Ansible inventory instead")
+    add_inventory_arguments(p)
     p.add_argument("--threads", type=int, default=JobSpec.threads,
                    help=f"interpreter threads (default {JobSpec.threads})")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, help="runtime on this machine (default auto; on a "
@@ -59,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.errors import ExitCode, InputError, UsageError
     from controller.fleet import profile_view as report
     from controller.fleet.models import collect_models
-    from controller.fleet.profile import ProfileOptions, profile_device, profile_local
+    from controller.fleet.profile import ProfileOptions, profile_local, profile_one_device
 
     if args.threads < 1 or args.runs < 1 or args.op_runs < 1:
         raise UsageError("--threads, --runs and --op-runs must be >= 1")
@@ -73,18 +71,12 @@ def run(args: argparse.Namespace) -> int:
                              op_runs=args.op_runs, op_min_seconds=args.op_min_seconds, timeout=args.timeout)
     targets = [(position, model, args.threads) for position, model in enumerate(models)]
     if args.device:
-        from controller.commands.selection import selected_devices
+        from controller.commands.selection import load_inventory
         from controller.fleet.agent_build import agent_zipapp
-        from controller.fleet.group import run_group
 
-        args.device, args.tag = [args.device], []
-        _, devices = selected_devices(args)
-        from controller.fleet.session import DeviceSession
-
-        session = DeviceSession(devices[0], args.agent or agent_zipapp())
-        group = run_group(devices, lambda device: profile_device(device, targets, options, session=session),
-                          on_interrupt=session.close, label="profile")
-        outcome = group.outcomes[devices[0].name]
+        [device] = load_inventory(args).select([args.device], [])
+        group = profile_one_device(device, targets, options, args.agent or agent_zipapp())
+        outcome = group.outcomes[device.name]
         if not outcome.ok:
             console(stderr=True).print(f"[red]profile on {outcome.device} failed[/] ({outcome.kind}): "
                                        f"{outcome.reason}", soft_wrap=True)

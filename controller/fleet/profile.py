@@ -162,6 +162,19 @@ def profile_device(device: Any, targets: list[Target], options: ProfileOptions, 
         session.close()
 
 
+def profile_one_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str) -> Any:
+    """``edgebench profile --device``: :func:`profile_device` on one device through
+    :func:`controller.fleet.group.run_group` (its deadline, Ctrl-C and exit-code rule). Returns the
+    GroupResult; the device's outcome value is its list of profile documents. Never raises for a device
+    problem."""
+    from controller.fleet.group import run_group
+    from controller.fleet.session import DeviceSession
+
+    session = DeviceSession(device, agent_pyz)
+    return run_group([device], lambda d: profile_device(d, targets, options, session=session),
+                     on_interrupt=session.close, label="profile")
+
+
 def profile_run(fleet: Any, devices: list[Any], models: list[Any], threads: tuple[int, ...], store: Any,
                 options: ProfileOptions, agent_pyz: str, parallel: int) -> dict[str, dict[str, Any]]:
     """``edgebench run --profile``: after the fleet run (``fleet``: its FleetResult), on every device that
