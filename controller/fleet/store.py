@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -340,6 +341,11 @@ def load_samples(run_dir: str) -> pd.DataFrame:
     if not os.path.isfile(path):
         return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
     return pd.read_parquet(path)
+
+
+def present(value: Any) -> bool:
+    """True when a cell of a results table holds a value: not None and not NaN (pandas' missing)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def now_iso() -> str:

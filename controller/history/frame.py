@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 
 from controller.defaults import OUT_DIR
 from controller.errors import InputError
+from controller.fleet.store import present
 
 #: column -> kind ("str", "int", "float", "bool", "time") of every history index row.
 INDEX_COLUMNS: dict[str, str] = {
@@ -118,7 +118,7 @@ def _created(text: str | None, run_id: str) -> datetime.datetime:
 
 def flag_list(value: Any) -> list[str]:
     """A stored ``flags`` value (list, numpy array, comma-separated str, or missing) as a list of str."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not present(value):
         return []
     if isinstance(value, str):
         return [f.strip() for f in value.split(",") if f.strip()]
@@ -180,8 +180,8 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
                 found.add("drift")
         elif row.get("variant") != "fp32":  # no drift verdict stored (a run's flags column may exist)
             base = fp32_top1.get((row["device"], row["model"], row["threads"]))
-            drop = (base - row["top1"]) * 100 if _num(base) and _num(row.get("top1")) else None
-            cosine = row.get("cosine_vs_fp32") if _num(row.get("cosine_vs_fp32")) else None
+            drop = (base - row["top1"]) * 100 if present(base) and present(row.get("top1")) else None
+            cosine = row.get("cosine_vs_fp32") if present(row.get("cosine_vs_fp32")) else None
             if drift_flag({"top1_drop_points": drop, "cosine": cosine}, thresholds):
                 found.add("drift")
         flags.append(",".join(sorted(found)))
@@ -193,11 +193,7 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns="_variant_order").reset_index(drop=True)
 
 
-def _num(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
 def _ratio(value: Any, base: Any) -> float | None:
-    if not _num(value) or not _num(base) or not base:
+    if not present(value) or not present(base) or not base:
         return None
     return float(value) / float(base)

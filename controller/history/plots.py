@@ -234,8 +234,3 @@ def trend_lines(history: pd.DataFrame, run_id: str) -> bytes | None:
     axes[-1].set_xlabel("run (oldest to newest)")
     axes[0].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _png(fig)
-
-
-def _ok(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
