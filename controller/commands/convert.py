@@ -6,8 +6,7 @@ import argparse
 
 from controller import defaults
 from controller.errors import ExitCode, ToolError
-
-VARIANT_NAMES = ("fp32", "fp16", "dynamic", "int8")
+from controller.variants.manifest import VARIANTS as VARIANT_NAMES
 
 
 def _variants(text: str) -> tuple[str, ...]:

@@ -155,6 +155,7 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
+    from controller.variants.manifest import VARIANTS
     from controller.variants.scoring import Thresholds, drift_flag
 
     frame = results.copy()
@@ -186,7 +187,7 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
                 found.add("drift")
         flags.append(",".join(sorted(found)))
     frame["flags"] = flags
-    order = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3}
+    order = {name: position for position, name in enumerate(VARIANTS)}
     frame["_variant_order"] = frame["variant"].map(lambda v: order.get(v, 9))
     frame = frame.sort_values(["model", "device", "threads", "_variant_order", "variant"], na_position="last",
                               kind="stable")
