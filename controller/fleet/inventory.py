@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.job import RUNTIME_CHOICES
 from controller import defaults
 from controller.errors import ConfigError, UsageError
 
 TRANSPORTS = ("ssh", "local")
-RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
+RUNTIMES = RUNTIME_CHOICES  #: a device's runtime key: the agent's choices
 
 # Control characters would make names unprintable and ambiguous in logs, tables and file names.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

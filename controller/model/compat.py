@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.job import RUNTIME_CHOICES
 from controller.errors import UsageError
 from controller.model.compat_table import LITERT_TO_TF, MIN_RUNTIME, STOCK_CUSTOM_OPS
 from controller.model.reader import ModelInfo, read_model
 
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+RUNTIMES = tuple(r for r in RUNTIME_CHOICES if r != "auto")  #: the agent's runtimes by name
 
 Version = tuple[int, int, int]
 
