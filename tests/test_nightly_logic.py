@@ -10,10 +10,13 @@ from __future__ import annotations
 import datetime
 import json
 
+import pytest
+
+from controller.errors import InputError
 from controller.history import nightly
 from controller.history.compare import Limits
 from controller.history.index import index_run, open_index
-from controller.history.nightly_runs import nightly_history, nightly_runs
+from controller.history.nightly_runs import accepted_keys, nightly_history, nightly_runs
 from tests.history_runs import Job, make_run
 
 DAY = datetime.timedelta(days=1)
@@ -118,3 +121,12 @@ def test_a_run_that_cannot_be_indexed_says_how_to_add_it_later(tmp_path):
     failed = index_run(run, out, "mysql://db/edgebench")  # not a store edgebench can write
     assert failed["rows"] == 0 and "--store mysql://" in failed["error"]
     assert f"edgebench history --rebuild --out {out}" in failed["error"]
+
+
+def test_a_damaged_regressions_file_is_named_not_a_traceback(tmp_path):
+    run = make_run(tmp_path, [A], seed=1, run_id="n01", created=START, kind="nightly")
+    (tmp_path / "n01" / "regressions.json").write_text('{"keys": [{"device": "board-0"}]}')
+    with pytest.raises(InputError, match=r"n01/regressions.json: not a readable regressions document"):
+        accepted_keys(run)
+    (tmp_path / "n01" / "regressions.json").unlink()
+    assert accepted_keys(run) == {}
