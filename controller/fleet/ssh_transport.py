@@ -14,6 +14,7 @@ Where the device is and the strict connect: :mod:`controller.fleet.ssh_connect`.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import stat
@@ -203,7 +204,7 @@ class SSHTransport(Transport):
                 on_line(pending.decode("utf-8", "replace"))
             code = channel.recv_exit_status()
         finally:
-            channel.close()
+            _close_channel(channel)
             if writer is not None:
                 writer.join(timeout=10)  # a closed channel ends a blocked send
         return CommandResult(
@@ -314,3 +315,15 @@ def _feed(channel, chunks: Iterable[bytes], close: bool) -> None:
             channel.shutdown_write()
     except (OSError, EOFError):  # socket.error "Socket is closed" once the command is gone
         return
+
+
+def _close_channel(channel) -> None:
+    """Close a command's channel. On a link that just died paramiko raises EOFError / OSError while it
+    sends the close: the channel is gone either way, and the error that matters (the command's result, or
+    the DeviceError "connection lost" raised in the ``try``) must not be replaced by that one."""
+    import paramiko
+
+    try:
+        channel.close()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        logging.getLogger(__name__).debug("closing a channel on a dead link: %s", type(exc).__name__)
