@@ -24,7 +24,7 @@ from agent import disk_full
 from agent.cpus import check_placement
 from agent.errors import DiskFullError, UsageError
 from agent.job import JobSpec, check_job_id
-from agent.lock import DeviceLock
+from agent.lock import LOCK_TIMEOUT, DeviceLock
 from agent.regular_file import NotRegularFile, open_regular
 from agent.runner import RunnerOptions, run_job
 from agent.schema import write_json_atomic
@@ -37,7 +37,7 @@ class BatchOptions:
     jobs_file: str
     out_dir: str
     lock: str | None = None  #: flock this file for the whole batch (None: no lock)
-    lock_timeout: float = 60.0
+    lock_timeout: float = LOCK_TIMEOUT
     shuffle_seed: int | None = None  #: shuffle the job order with this seed (None: file order)
     cooldown: float = 0.0  #: seconds to sleep between two jobs (a job's own longer cooldown wins)
     cpus: str | None = None  #: placement of the jobs whose ``cpus`` is None

@@ -15,8 +15,11 @@ import sys
 import threading
 
 from agent import __version__
+from agent.daemon_client import WORKDIR
 from agent.errors import AgentError, ExitCode, UsageError
 from agent.job import MAX_THREADS, RUNTIME_CHOICES, JobSpec, parse_input_shapes
+from agent.lock import LOCK_TIMEOUT
+from agent.measure_options import add_measurement_options
 
 EPILOG = """exit codes:
   0   every job finished with status ok
@@ -49,36 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure one model (one job) and print its result document",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("model", metavar="MODEL.tflite")
-    d = JobSpec(model="")  # one source for the measurement defaults (the controller's `run` uses it too)
+    d = JobSpec(model="")  # the defaults of the options added here (the shared ones: agent.measure_options)
     run.add_argument("--threads", type=int, default=d.threads, help=f"interpreter threads, 1 to {MAX_THREADS} (default {d.threads})")
-    run.add_argument("--runs", type=int, default=d.runs, help=f"at least this many timed runs ({d.runs})")
-    run.add_argument("--warmup", type=int, default=d.warmup, help=f"at least this many warmup runs ({d.warmup})")
-    run.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
-                     help=f"and warm up this long ({d.warmup_min_seconds:g})")
-    run.add_argument("--min-seconds", type=float, default=d.min_seconds,
-                     help=f"and time for at least this long ({d.min_seconds:g})")
-    run.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                     help=f"cap of warmup and timed runs ({d.max_seconds:g})")
-    run.add_argument("--inputs", metavar="FILE.npz", help=".npy/.npz input data (float data is quantized for "
-                     "int8/uint8 inputs); default: seeded random inputs")
-    run.add_argument("--input-shape", action="append", default=[], metavar="NAME=1,2,3",
-                     help="resize a dynamic input (repeatable)")
+    add_measurement_options(run)  # --runs, --warmup, seconds, --seed, --repeat, --cpus, --inputs ...
     run.add_argument("--save-outputs", metavar="FILE.npz", help="write every output (dequantized + raw/...)")
     run.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                      help="which runtime measures (auto: ai-edge-litert, then tflite-runtime, then tensorflow)")
     run.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
-    run.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="load this external delegate (with its "
-                     "options) through the runtime's load_delegate")
-    run.add_argument("--cpus", metavar="LIST|big|little|all", help="pin the measuring worker to these CPUs "
-                     "(a list like 0,2-3, or a cluster; default: no pinning)")
-    run.add_argument("--repeat", type=int, default=d.repeat,
-                     help=f"measure in this many fresh worker processes ({d.repeat}); p50 = median of theirs")
     run.add_argument("--cooldown", type=float, default=d.cooldown,
                      help=f"pause this long between the worker processes, seconds ({d.cooldown:g})")
-    run.add_argument("--run-delay", type=float, default=d.run_delay,
-                     help=f"pause this long between two timed inferences, seconds ({d.run_delay:g})")
-    run.add_argument("--timeout", type=float, default=d.timeout, help=f"deadline of the worker, seconds ({d.timeout:g})")
-    run.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs ({d.seed}; 0 to 2^32-1)")
+    run.add_argument("--timeout", type=float, default=d.timeout,
+                     help=f"deadline of the worker, seconds ({d.timeout:g})")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
 
     info = sub.add_parser("info", help="this device's environment and every runtime it can load")
@@ -94,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "standard input")
     batch.add_argument("--out", required=True, metavar="DIR", help="write DIR/<id>.json per job")
     batch.add_argument("--lock", metavar="PATH", help="flock this file while the batch runs")
-    batch.add_argument("--lock-timeout", type=float, default=60.0, help="wait this long for the lock (60)")
+    batch.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT,
+                       help=f"wait this long for the lock ({LOCK_TIMEOUT:g})")
     batch.add_argument("--shuffle-seed", type=int, help="shuffle the job order with this seed")
     batch.add_argument("--cooldown", type=float, default=0.0, help="sleep this long between jobs (0; a job's "
                        "own cooldown wins when longer)")
@@ -109,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = sub.add_parser("daemon", help="run the agent daemon: a job queue on a Unix socket (mode 0600) in "
                             "WORKDIR/daemon; it never listens on the network")
-    daemon.add_argument("--workdir", default="~/.cache/edgebench", help="its workdir (~/.cache/edgebench)")
+    daemon.add_argument("--workdir", default=WORKDIR, help=f"its workdir ({WORKDIR})")
     daemon.add_argument("--lock", metavar="PATH", help="the device lock taken per job (default WORKDIR/lock, "
                         "the one fleet runs give `batch --lock`)")
     daemon.add_argument("--detach", action="store_true", help="start it in the background unless one already "

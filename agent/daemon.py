@@ -37,7 +37,7 @@ from pathlib import Path
 
 import agent
 from agent import probes, schema
-from agent.daemon_client import SOCKET_NAME, socket_address, state_dir
+from agent.daemon_client import SOCKET_NAME, WORKDIR, socket_address, state_dir
 from agent.daemon_requests import Requests
 from agent.daemon_store import DaemonStore
 from agent.errors import BusyError, UsageError
@@ -51,7 +51,7 @@ _ACCEPT_POLL_S = 0.5
 
 @dataclass
 class DaemonOptions:
-    workdir: str = "~/.cache/edgebench"
+    workdir: str = WORKDIR
     lock: str | None = None  #: the device lock (default <workdir>/lock, as the fleet's batch uses)
     lock_poll: float = 0.5  #: seconds between two tries of a busy device lock
     runner: RunnerOptions = field(default_factory=RunnerOptions)

@@ -34,6 +34,9 @@ class NoDaemonError(AgentError):
     exit_code = ExitCode.NO_DAEMON
 
 
+WORKDIR = "~/.cache/edgebench"  #: a device's work folder by default (agent, models, runs, lock, daemon)
+
+
 def state_dir(workdir: str) -> Path:
     """The daemon's state folder of ``workdir`` (``~`` expanded)."""
     return Path(os.path.expanduser(workdir)) / "daemon"
@@ -134,7 +137,7 @@ def request(workdir: str, message: dict, timeout: float = 30.0) -> dict:
 
 def add_arguments(parser) -> None:
     """The ``daemon-client`` sub-commands (argparse)."""
-    parser.add_argument("--workdir", default="~/.cache/edgebench", help="the daemon's workdir (~/.cache/edgebench)")
+    parser.add_argument("--workdir", default=WORKDIR, help=f"the daemon's workdir ({WORKDIR})")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
                                     parser_class=type(parser))
     actions.add_parser("status", help="queue, running job, heartbeat (temperature, load, queue, uptime)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from agent.errors import BusyError, UsageError
 
 _POLL_S = 0.05
+LOCK_TIMEOUT = 60.0  #: seconds a batch waits for the device lock by default (the controller's default too)
 
 
 class DeviceLock:

@@ -112,8 +112,9 @@ def _save_traceback(command: str) -> str:
     import traceback
 
     text = f"edgebench {__version__} {command}\n{traceback.format_exc()}"
-    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgebench",
-                          "crashes")
+    from controller.defaults import cache_folder
+
+    folder = cache_folder("crashes")
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
     try:
         os.makedirs(folder, exist_ok=True)

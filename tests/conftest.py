@@ -7,6 +7,7 @@ See ``tests/modelgen.py`` (``MODELS``, ``PURPOSE``, ``BAD_MODELS``) and docs/int
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,3 +32,16 @@ from tests.fixtures_postgres import pg_database, postgres  # noqa: F401  (a real
 def test_models() -> dict[str, Path]:
     """name -> path of every test model (see ``modelgen.MODELS``); generated at most once per source."""
     return modelgen.ensure_models()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 320 KiB tmpfs (a real full disk for a device's workdir; its name has a space, as paths do);
+    unmounted afterwards."""
+    mount = tmp_path / "tiny disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], check=True, timeout=30)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True, timeout=30)

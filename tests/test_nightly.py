@@ -170,3 +170,12 @@ def test_nightly_over_ssh_devices_reports_only_the_board_that_got_slower(ssh_fle
     assert [p["verdict"] for p in second["comparison"]["pairs"] if p["device"] == "board-0"] == ["unchanged"]
     remeasured = Path(second["remeasure_dir"]) / "results"
     assert sorted(p.name for p in remeasured.iterdir()) == ["board-1"]  # only that job, only that device
+
+
+def test_an_unsupported_store_stops_the_nightly_before_it_measures(local_board, test_models, tmp_path, capsys):
+    _device, inventory = local_board
+    out = tmp_path / "reports"
+    code = main(["nightly", str(test_models["bench_tiny"]), "--devices", str(inventory), "--out", str(out),
+                 "--store", "mysql://db/edgebench", *FAST])
+    assert code == 2 and "--store mysql://...: unsupported" in capsys.readouterr().err
+    assert not out.exists()  # nothing measured, no run folder, no log file

@@ -10,9 +10,13 @@ from __future__ import annotations
 import datetime
 import json
 
+import pytest
+
+from controller.errors import InputError
 from controller.history import nightly
 from controller.history.compare import Limits
-from controller.history.nightly_runs import nightly_history, nightly_runs
+from controller.history.index import index_run, open_index
+from controller.history.nightly_runs import accepted_keys, nightly_history, nightly_runs
 from tests.history_runs import Job, make_run
 
 DAY = datetime.timedelta(days=1)
@@ -107,3 +111,22 @@ def test_jobs_that_vanished_or_changed_are_listed_with_the_reason(tmp_path):
     kinds = {u.model: (u.kind, u.reason) for u in outcome.comparison.unpaired}
     assert kinds == {"beta": ("not_comparable", "runtime version changed (2.3.0 -> 2.4.0)"),
                      "gamma": ("missing", "not in NEW"), "delta": ("new", "only in NEW")}
+
+
+def test_a_run_that_cannot_be_indexed_says_how_to_add_it_later(tmp_path):
+    out = tmp_path / "reports"
+    run = make_run(out, [A, B], seed=1, run_id="n01", created=START, kind="nightly")
+    assert index_run(run, out, kind="nightly") == {"rows": 2, "error": None}
+    assert [r.run_id for r in nightly_runs(str(out), open_index(out))] == ["n01"]
+    failed = index_run(run, out, "mysql://db/edgebench")  # not a store edgebench can write
+    assert failed["rows"] == 0 and "--store mysql://" in failed["error"]
+    assert f"edgebench history --rebuild --out {out}" in failed["error"]
+
+
+def test_a_damaged_regressions_file_is_named_not_a_traceback(tmp_path):
+    run = make_run(tmp_path, [A], seed=1, run_id="n01", created=START, kind="nightly")
+    (tmp_path / "n01" / "regressions.json").write_text('{"keys": [{"device": "board-0"}]}')
+    with pytest.raises(InputError, match=r"n01/regressions.json: not a readable regressions document"):
+        accepted_keys(run)
+    (tmp_path / "n01" / "regressions.json").unlink()
+    assert accepted_keys(run) == {}

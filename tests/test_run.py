@@ -311,20 +311,6 @@ def test_a_corrupt_model_is_skipped_with_the_reason_and_the_others_run(test_mode
     assert cached == {f"{sha256(family / 'convnet.fp32.tflite')}.tflite"}  # the corrupt file never pushed
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 320 KiB tmpfs (a real full-disk situation for a device's workdir); unmounted afterwards."""
-    import subprocess
-
-    mount = tmp_path / "tiny disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], check=True, timeout=30)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True, timeout=30)
-
-
 def test_a_device_whose_disk_is_too_full_is_reported_and_the_others_complete(ssh_fleet, tiny_disk, tmp_path):
     demo_fp32 = Path(__file__).resolve().parent.parent / "models" / "demo" / "demo.fp32.tflite"  # 660 KiB
     entries = [dict(ssh_fleet.entries[0], name="full", workdir=str(tiny_disk / "edgebench")),

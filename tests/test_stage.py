@@ -5,7 +5,6 @@ small tmpfs) leaves no temp file, and a workdir that cannot be made is named wit
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,18 +28,6 @@ def device(where: str, ssh_fleet, workdir: Path) -> Device:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 320 KiB tmpfs; unmounted afterwards."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], check=True, timeout=30)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True, timeout=30)
 
 
 @pytest.mark.parametrize("where", ["ssh", "local"])

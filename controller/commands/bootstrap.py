@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from agent.job import RUNTIME_CHOICES
 from controller.commands.selection import add_selection_arguments
+from controller.model.compat import RUNTIMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_selection_arguments(p)
     p.add_argument("--wheels", metavar="DIR", help="install offline from the wheels in DIR (e.g. make wheels)")
-    p.add_argument("--runtime", choices=[r for r in RUNTIME_CHOICES if r != "auto"],
+    p.add_argument("--runtime", choices=RUNTIMES,
                    help="install this runtime instead of the device's runtime key")
     p.add_argument("--daemon", action="store_true", help="also install the agent daemon as a systemd user "
                    "service (~/.config/systemd/user/edgebench-agent.service, enabled and started); where "

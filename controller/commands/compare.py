@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller import defaults
 from controller.history.compare import Limits
 
 
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("base", metavar="BASE", help="run folder (or run id under --out) to compare against")
     p.add_argument("new", metavar="NEW", help="run folder (or run id under --out) to judge")
     add_limit_arguments(p)
-    p.add_argument("--out", default="reports", help="where run ids are looked up (default reports/)")
+    p.add_argument("--out", default=defaults.OUT_DIR, help=f"where run ids are looked up (default {defaults.OUT_DIR}/)")
     p.add_argument("--all", action="store_true", help="list unchanged pairs too")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=run)

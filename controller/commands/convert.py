@@ -6,9 +6,7 @@ import argparse
 
 from controller import defaults
 from controller.errors import ExitCode, ToolError
-from controller.variants.manifest import VARIANTS
-
-VARIANT_NAMES = VARIANTS
+from controller.variants.manifest import VARIANTS as VARIANT_NAMES
 
 
 def _variants(text: str) -> tuple[str, ...]:

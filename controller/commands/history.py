@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from controller import defaults
+
 
 def add_store_argument(p: argparse.ArgumentParser) -> None:
     """``--store URL``: where the history index lives (shared by run, report, history)."""
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=50, help="at most this many series in the table (default 50)")
     p.add_argument("--runs", action="store_true", help="list the indexed runs instead")
     p.add_argument("--rebuild", action="store_true", help="remake the index from the run folders under --out")
-    p.add_argument("--out", default="reports", help="the reports folder (default reports/)")
+    p.add_argument("--out", default=defaults.OUT_DIR, help=f"the reports folder (default {defaults.OUT_DIR}/)")
     add_store_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON (every series with its points)")
     p.set_defaults(func=run)

@@ -61,25 +61,6 @@ def _checks(args, info) -> list:
     return out
 
 
-def _manifest_warnings(path) -> list[str]:
-    """Warnings the manifest next to ``path`` has about it (random int8 calibration)."""
-    from controller.errors import InputError
-    from controller.variants.manifest import MANIFEST_NAME, load
-
-    if not (path.parent / MANIFEST_NAME).is_file():
-        return []
-    try:
-        manifest = load(path.parent)
-    except InputError as exc:
-        return [f"the manifest next to this model is unusable: {exc}"]
-    out = []
-    for v in manifest.variants.values():
-        if v.path.resolve() == path.resolve() and v.random_calibration:
-            out.append(f"{v.file} was calibrated on RANDOM data (--calibration random): its int8 ranges, and "
-                       "so its accuracy, say nothing about real inputs")
-    return out
-
-
 def _io_rows(info) -> list[dict]:
     rows = []
     for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
@@ -99,11 +80,12 @@ def _inspect(args) -> int:
     from controller.console import console as stdout_console
     from controller.model.compat import min_runtime_for
     from controller.model.reader import read_model
+    from controller.variants.manifest import warnings_about
 
     path = Path(args.model)
     info = read_model(path)
     checks = _checks(args, info)
-    warnings = _manifest_warnings(path)
+    warnings = warnings_about(path)
     dynamic = [t.name for t in info.inputs if any(d < 0 for d in t.shape_signature[1:])]
     if dynamic:
         warnings.append(f"dynamic input dimensions in {dynamic}: jobs must give --input-shape")

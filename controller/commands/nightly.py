@@ -140,19 +140,12 @@ def _nightly(args: argparse.Namespace, limits) -> int:
 def _execute(devices, models, options, inventory_path: str):
     """The fleet run of ``edgebench run`` (run.json ``kind: nightly``) with a live board on a terminal,
     plain log lines otherwise."""
-    from rich.live import Live
-
     from controller.console import console
-    from controller.fleet.run import execute
-    from controller.fleet.view import FleetBoard
-    from controller.history.nightly_job import log_progress
+    from controller.fleet.view import execute_with_board, log_progress
 
-    err = console(stderr=True)
-    if not err.is_terminal:
-        return execute(devices, models, options, inventory_path, log_progress(), kind="nightly")
-    board = FleetBoard()
-    with Live(board, console=err, refresh_per_second=4, transient=False):
-        return execute(devices, models, options, inventory_path, board.update, kind="nightly")
+    live = console(stderr=True).is_terminal
+    return execute_with_board(devices, models, options, inventory_path, live=live,
+                              notify=None if live else log_progress("controller.nightly.progress"), kind="nightly")
 
 
 def _judge(args: argparse.Namespace, limits, plan: tuple, store, run_code: int, index) -> int:

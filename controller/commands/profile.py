@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from agent.job import RUNTIME_CHOICES
-from controller import defaults
+from agent.job import RUNTIME_CHOICES, JobSpec
+from controller.commands.selection import add_inventory_arguments
+from controller.fleet.profile import ProfileOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,20 +22,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite file or folder with manifest.json")
     p.add_argument("--device", metavar="NAME", help="profile on this device of the fleet file (default: here)")
-    p.add_argument("--devices", metavar="FILE", default=defaults.DEVICES_FILE,
-                   help=f"the fleet file (default {defaults.DEVICES_FILE})")
-    p.add_argument("--inventory", metavar="FILE", help="read the fleet from an Ansible inventory instead")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    add_inventory_arguments(p)
+    p.add_argument("--threads", type=int, default=JobSpec.threads,
+                   help=f"interpreter threads (default {JobSpec.threads})")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, help="runtime on this machine (default auto; on a "
                    "device its runtime key)")
     p.add_argument("--no-xnnpack", action="store_true", help="run the model and every op without XNNPACK")
     p.add_argument("--inputs", metavar="FILE.npz", help="input data (the first sample is used); default "
                    "seeded random values")
-    p.add_argument("--runs", type=int, default=50, help="whole model: at least this many timed runs (50)")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="whole model: time at least this long (1)")
-    p.add_argument("--op-runs", type=int, default=20, help="each op: at least this many timed runs (20)")
-    p.add_argument("--op-min-seconds", type=float, default=0.05, help="each op: time at least this long (0.05)")
-    p.add_argument("--timeout", type=float, default=600.0, help="deadline of one model's profile, seconds (600)")
+    d = ProfileOptions
+    p.add_argument("--runs", type=int, default=d.runs, help=f"whole model: at least this many timed runs ({d.runs})")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                   help=f"whole model: time at least this long ({d.min_seconds:g})")
+    p.add_argument("--op-runs", type=int, default=d.op_runs,
+                   help=f"each op: at least this many timed runs ({d.op_runs})")
+    p.add_argument("--op-min-seconds", type=float, default=d.op_min_seconds,
+                   help=f"each op: time at least this long ({d.op_min_seconds:g})")
+    p.add_argument("--timeout", type=float, default=d.timeout,
+                   help=f"deadline of one model's profile, seconds ({d.timeout:g})")
     p.add_argument("--agent", metavar="PYZ", help="agent zipapp to push (default: built from this tree)")
     p.add_argument("--json", action="store_true", help="print JSON: one model's summary object, or "
                    '{"profiles": [...]} for several')
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.errors import ExitCode, InputError, UsageError
     from controller.fleet import profile_view as report
     from controller.fleet.models import collect_models
-    from controller.fleet.profile import ProfileOptions, profile_device, profile_local
+    from controller.fleet.profile import ProfileOptions, profile_local, profile_one_device
 
     if args.threads < 1 or args.runs < 1 or args.op_runs < 1:
         raise UsageError("--threads, --runs and --op-runs must be >= 1")
@@ -66,18 +71,12 @@ def run(args: argparse.Namespace) -> int:
                              op_runs=args.op_runs, op_min_seconds=args.op_min_seconds, timeout=args.timeout)
     targets = [(position, model, args.threads) for position, model in enumerate(models)]
     if args.device:
-        from controller.commands.selection import selected_devices
+        from controller.commands.selection import load_inventory
         from controller.fleet.agent_build import agent_zipapp
-        from controller.fleet.group import run_group
 
-        args.device, args.tag = [args.device], []
-        _, devices = selected_devices(args)
-        from controller.fleet.session import DeviceSession
-
-        session = DeviceSession(devices[0], args.agent or agent_zipapp())
-        group = run_group(devices, lambda device: profile_device(device, targets, options, session=session),
-                          on_interrupt=session.close, label="profile")
-        outcome = group.outcomes[devices[0].name]
+        [device] = load_inventory(args).select([args.device], [])
+        group = profile_one_device(device, targets, options, args.agent or agent_zipapp())
+        outcome = group.outcomes[device.name]
         if not outcome.ok:
             console(stderr=True).print(f"[red]profile on {outcome.device} failed[/] ({outcome.kind}): "
                                        f"{outcome.reason}", soft_wrap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller import defaults
 from controller.commands.history import add_store_argument
 
 
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated: html,md,csv (default all three)")
     p.add_argument("--dest", metavar="DIR", help="write the reports here (default: the run folder)")
     p.add_argument("--baseline", metavar="RUN", help="a run folder or id: add p50 change vs that run")
-    p.add_argument("--out", default="reports", help="the reports folder (default reports/)")
+    p.add_argument("--out", default=defaults.OUT_DIR, help=f"the reports folder (default {defaults.OUT_DIR}/)")
     add_store_argument(p)
     p.add_argument("--json", action="store_true", help="print {run_dir, files} as JSON")
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from agent.job import JobSpec
+from agent.measure_options import add_measurement_options
 from controller import defaults
 from controller.commands.history import add_store_argument
 from controller.commands.selection import add_selection_arguments
@@ -39,53 +40,27 @@ def _positive_list(option: str):
     return parse
 
 
-def add_measure_arguments(p: argparse.ArgumentParser, d: JobSpec, job_cooldown: bool = True) -> None:
-    """Placement, repeats, delegates and inputs of a run (README "Measuring on a real board").
-    ``job_cooldown=False`` leaves ``--cooldown`` to the caller (``nightly`` has its own: the pause before
-    re-measuring); the run's pause between jobs is ``args.job_cooldown``."""
-    p.add_argument("--cpus", metavar="LIST|big|little|all", help="pin every job to these CPUs: a list like "
-                   "0,2-3 or a cluster (big / little from the device's cpu_capacity); a device's own cpus: "
-                   "key wins (default: no pinning)")
-    p.add_argument("--repeat", type=int, default=d.repeat, help="measure each job in this many fresh "
-                   f"processes; the p50 is the median of theirs (default {d.repeat})")
-    if job_cooldown:
-        p.add_argument("--cooldown", dest="job_cooldown", type=float, default=d.cooldown,
-                       help=f"pause between jobs and between repeats on a device, seconds (default {d.cooldown:g})")
-    p.add_argument("--run-delay", type=float, default=d.run_delay,
-                   help=f"pause between two timed inferences, seconds (default {d.run_delay:g})")
-    p.add_argument("--xnnpack", type=_xnnpack, default=(d.xnnpack,), metavar="on,off",
-                   help="XNNPACK delegate on, off, or both as a sweep like --threads (default on)")
-    p.add_argument("--delegate", metavar="PATH.so[:K=V,...]", help="external delegate library on the device "
-                   "(its path there) with its options, loaded through the runtime's load_delegate")
-    p.add_argument("--inputs", metavar="FILE.npz", help="real input data (.npy/.npz; float data is quantized "
-                   "for int8 inputs) for jobs without an eval set (default: seeded random inputs)")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=d1,d2",
-                   help="resize a dynamic input (repeatable)")
-    p.add_argument("--batch-sizes", type=_positive_list("--batch-sizes"), default=(), metavar="1,8,32",
-                   help="sweep these batch sizes over models whose inputs have a dynamic first dimension")
-
-
 def add_run_arguments(p: argparse.ArgumentParser, models_nargs: str = "+", job_cooldown: bool = True) -> None:
     """The options of a fleet run (shared by ``run`` and ``nightly``, whose models may come from its
-    --config: ``models_nargs="*"``, and whose ``--cooldown`` is its own: ``job_cooldown=False``)."""
+    --config: ``models_nargs="*"``, and whose ``--cooldown`` is its own: ``job_cooldown=False``; the run's
+    pause between jobs is ``args.job_cooldown``). The measurement options (--runs, --warmup, seconds,
+    --seed, --repeat, --run-delay, --cpus, --delegate, --inputs, --input-shape) are the agent's own
+    (:func:`agent.measure_options.add_measurement_options`), with the JobSpec defaults."""
     p.add_argument("models", nargs=models_nargs, default=[] if models_nargs == "*" else None, metavar="MODEL",
                    help=".tflite file or folder with manifest.json")
     add_selection_arguments(p)
     p.add_argument("--threads", type=_threads, default=(1,), help="thread counts, e.g. 1,2,4 (default 1)")
-    d = JobSpec(model="")  # the agent's measurement defaults
-    p.add_argument("--runs", type=int, default=d.runs, help=f"at least this many measured runs (default {d.runs})")
-    p.add_argument("--warmup", type=int, default=d.warmup,
-                   help=f"at least this many warmup runs (default {d.warmup})")
-    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
-                   help=f"measure at least this long (default {d.min_seconds:g})")
-    p.add_argument("--warmup-min-seconds", type=float, default=d.warmup_min_seconds,
-                   help=f"warm up at least this long (default {d.warmup_min_seconds:g})")
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                   help=f"cap on the measured time per job (default {d.max_seconds:g})")
+    add_measurement_options(p, cpus_note="; a device's own cpus: key wins")
     p.add_argument("--job-timeout", type=float, default=defaults.JOB_TIMEOUT,
                    help=f"deadline of one job on the device, seconds (default {defaults.JOB_TIMEOUT:g})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the random inputs (default {d.seed})")
-    add_measure_arguments(p, d, job_cooldown)
+    if job_cooldown:
+        p.add_argument("--cooldown", dest="job_cooldown", type=float, default=JobSpec.cooldown,
+                       help="pause between jobs and between repeats on a device, seconds "
+                       f"(default {JobSpec.cooldown:g})")
+    p.add_argument("--xnnpack", type=_xnnpack, default=(JobSpec.xnnpack,), metavar="on,off",
+                   help="XNNPACK delegate on, off, or both as a sweep like --threads (default on)")
+    p.add_argument("--batch-sizes", type=_positive_list("--batch-sizes"), default=(), metavar="1,8,32",
+                   help="sweep these batch sizes over models whose inputs have a dynamic first dimension")
     p.add_argument("--eval", metavar="DATA.npz", help="eval data (x, optional labels y): outputs are saved "
                    "and accuracy computed (default: the model folder's own eval set, if its manifest has one)")
     p.add_argument("--no-eval", action="store_true", help="do not compute accuracy")
@@ -129,41 +104,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def options_from(args: argparse.Namespace):
     """The :class:`~controller.fleet.run.RunOptions` the parsed run arguments ask for (validated there).
-    Raises UsageError / InputError."""
+    Raises UsageError / InputError naming the option."""
     import os
 
-    from agent.cpus import check_placement
-    from agent.delegation import parse_spec
-    from agent.errors import AgentError
-    from agent.job import parse_input_shapes
     from controller.errors import UsageError
     from controller.fleet.agent_build import agent_zipapp
     from controller.fleet.models import check_eval_data
-    from controller.fleet.options import RunOptions
+    from controller.fleet.options import RunOptions, job_template
     from controller.variants.scoring import Thresholds
 
     if args.eval:
         check_eval_data(args.eval)
-    if args.inputs and not os.path.isfile(args.inputs):
-        raise UsageError(f"--inputs {args.inputs} does not exist; give a .npy/.npz of input data")
-    try:
-        check_placement(args.cpus)
-    except AgentError as exc:
-        raise UsageError(f"--{exc}") from exc
-    delegate, delegate_options = None, {}
-    try:
-        if args.delegate:
-            delegate, delegate_options = parse_spec(args.delegate)
-        shapes = parse_input_shapes(args.input_shape)
-    except (ValueError, AgentError) as exc:
-        raise UsageError(f"--delegate: {exc}" if "delegate" in str(exc) else str(exc)) from exc
-    job = JobSpec(model="", runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
-                  min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
-                  seed=args.seed, cpus=args.cpus, repeat=args.repeat,
-                  cooldown=getattr(args, "job_cooldown", JobSpec.cooldown),
-                  run_delay=args.run_delay, xnnpack=args.xnnpack[0], delegate=delegate,
-                  delegate_options=delegate_options, input_shapes=shapes,
-                  inputs=os.path.abspath(args.inputs) if args.inputs else None)
+    job = job_template(delegate=args.delegate, input_shapes=args.input_shape, inputs=args.inputs,
+                       runs=args.runs, warmup=args.warmup, warmup_min_seconds=args.warmup_min_seconds,
+                       min_seconds=args.min_seconds, max_seconds=args.max_seconds, timeout=args.job_timeout,
+                       seed=args.seed, cpus=args.cpus, repeat=args.repeat,
+                       cooldown=getattr(args, "job_cooldown", JobSpec.cooldown), run_delay=args.run_delay,
+                       xnnpack=args.xnnpack[0])
     try:
         return RunOptions(
             job=job, threads=args.threads, xnnpack=args.xnnpack, batch_sizes=args.batch_sizes,
@@ -197,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.commands.selection import selected_devices
     from controller.errors import UsageError
     from controller.fleet.models import collect_models
+    from controller.fleet.sweep import check_input_shapes
     from controller.history.index import check_store_url
 
     if args.resume:
@@ -212,12 +170,63 @@ def run(args: argparse.Namespace) -> int:
     check_input_shapes(options.job.input_shapes, models)
     after = None
     if args.profile:
+        from controller.fleet.profile import after_run
         from controller.model.op_cut import schema_module
 
         schema_module()  # no schema module here: ToolError (exit 4) before anything is measured
-        after = _profiler(args, options, devices, models)
-    store, result = run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
-    return exit_code(result, store.run_info.get("profiles"))
+        after = after_run(options, devices, models)
+    return run_and_show(devices, models, options, inventory.path, args.json, after, store_url=args.store)
+
+
+def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None,
+                 store_url: str | None = None) -> int:
+    """Run with the live progress board on stderr (none with ``as_json``), then ``after(store, result)``
+    (``run --profile``: device -> profile outcome) unless interrupted, add the run to the history index
+    (``store_url``: see :func:`controller.history.index.open_index`), then print the results table (or
+    the JSON document). Returns the exit code."""
+    import json
+    import sys
+
+    from controller.console import console
+    from controller.fleet.profile import run_exit_code, without_summaries
+    from controller.fleet.view import execute_with_board, results_table
+    from controller.history.index import index_run
+
+    err = console(stderr=True)
+    store, result = execute_with_board(devices, models, options, inventory_path, live=not as_json)
+    profiles = after(store, result) if after is not None and not result.interrupted else None
+    code = run_exit_code(result, profiles)
+    if profiles is not None:
+        store.save_run_info(exit_code=code)
+    indexed = index_run(store.root, options.out_dir, store_url)
+    if indexed["error"]:
+        err.print(f"[yellow]warning:[/] {indexed['error']}", soft_wrap=True, highlight=False)
+    if result.interrupted:
+        err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
+    if as_json:
+        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code, "history_index": indexed,
+               "devices": {n: s.to_dict() for n, s in result.devices.items()},
+               "results": json.loads(result.results.to_json(orient="records"))}
+        if profiles is not None:
+            doc["profiles"] = {n: without_summaries(o) for n, o in profiles.items()}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return code
+    console().print(results_table(result.results))
+    for name, status in result.failed.items():
+        err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
+    if result.drifted:
+        err.print(f"[yellow]drift flagged[/] (outputs vs fp32 past --top1-drop / --min-cosine): "
+                  f"{', '.join(result.drifted)}", soft_wrap=True)
+    if profiles is not None:
+        from controller.fleet.profile_view import brief
+
+        for name, outcome in profiles.items():
+            if outcome["reason"]:
+                err.print(f"[red]profile on {name} failed[/] ({outcome['kind']}): {outcome['reason']}", soft_wrap=True)
+            for summary in outcome["summaries"]:
+                console().print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
+    console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
+    return code
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -253,125 +262,3 @@ def resume(args: argparse.Namespace) -> int:
     console().print(results_table(frame))
     console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
     return code
-
-
-def exit_code(result, profiles: dict | None) -> int:
-    """The fleet's exit code; a profile that failed (``run --profile``) makes an otherwise clean run 1."""
-    from controller.errors import ExitCode
-
-    code = result.exit_code()
-    if code == ExitCode.OK and any(p["failed"] for p in (profiles or {}).values()):
-        code = ExitCode.PARTIAL
-    return int(code)
-
-
-def _profiler(args: argparse.Namespace, options, devices, models):
-    """``--profile``: the step after the fleet run that profiles every job that was ok (see
-    :func:`controller.fleet.profile.profile_run`), records ``profiles`` in run.json and returns them."""
-    from controller.fleet.profile import ProfileOptions, profile_run
-
-    profile_options = ProfileOptions(runs=options.job.runs, min_seconds=options.job.min_seconds,
-                                     timeout=options.job.timeout, inputs=options.eval_data,
-                                     lock_timeout=options.lock_timeout)
-
-    def after(store, result) -> dict:
-        outcomes = profile_run(result, devices, models, options.threads, store, profile_options,
-                               options.agent_pyz, options.parallel)
-        store.save_run_info(profiles={n: _without_summaries(o) for n, o in outcomes.items()})
-        return outcomes
-
-    return after
-
-
-def _without_summaries(outcome: dict) -> dict:
-    return {k: v for k, v in outcome.items() if k != "summaries"}
-
-
-def check_input_shapes(shapes: dict, models: list) -> None:
-    """Raise UsageError when an --input-shape names an input that none of ``models`` has (a typo would
-    otherwise resize nothing, silently)."""
-    from controller.errors import UsageError
-    from controller.fleet.sweep import input_names
-
-    if not shapes:
-        return
-    known = set().union(*(input_names(m) for m in models))
-    unknown = sorted(set(shapes) - known)
-    if unknown:
-        raise UsageError(f"--input-shape names {unknown}, but no model has such an input (inputs: "
-                         f"{sorted(known)})")
-
-
-def run_and_show(devices, models, options, inventory_path: str, as_json: bool, after=None,
-                 store_url: str | None = None):
-    """Run with the live progress board on stderr (plain when not a terminal), then ``after(store,
-    result)`` (``run --profile``: device -> profile outcome) unless interrupted, add the run to the history
-    index (``store_url``: see :func:`controller.history.index.open_index`), then print the results table
-    (or the JSON document). Returns (store, FleetResult)."""
-    import json
-    import sys
-
-    from rich.live import Live
-
-    from controller.console import console
-    from controller.fleet.run import execute
-    from controller.fleet.view import FleetBoard, results_table
-
-    board = FleetBoard()
-    err = console(stderr=True)
-    if as_json:
-        store, result = execute(devices, models, options, inventory_path, board.update)
-    else:
-        with Live(board, console=err, refresh_per_second=4, transient=False):
-            store, result = execute(devices, models, options, inventory_path, board.update)
-        if not err.is_terminal:
-            err.print()  # rich leaves the last render of a non-terminal Live without a newline
-    profiles = after(store, result) if after is not None and not result.interrupted else None
-    code = exit_code(result, profiles)
-    if profiles is not None:
-        store.save_run_info(exit_code=code)
-    indexed = index_run(store.root, options.out_dir, store_url)
-    if indexed["error"]:
-        err.print(f"[yellow]warning:[/] {indexed['error']}", soft_wrap=True, highlight=False)
-    if as_json:
-        if result.interrupted:
-            err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
-        doc = {"run_id": store.run_id, "run_dir": store.root, "exit_code": code, "history_index": indexed,
-               "devices": {n: s.to_dict() for n, s in result.devices.items()},
-               "results": json.loads(result.results.to_json(orient="records"))}
-        if profiles is not None:
-            doc["profiles"] = {n: _without_summaries(o) for n, o in profiles.items()}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return store, result
-    if result.interrupted:
-        err.print(f"interrupted: the results that completed are kept in {store.root}", soft_wrap=True)
-    console().print(results_table(result.results))
-    for name, status in result.failed.items():
-        err.print(f"[red]device {name} failed[/] ({status.kind}): {status.reason}", soft_wrap=True)
-    if result.drifted:
-        err.print(f"[yellow]drift flagged[/] (outputs vs fp32 past --top1-drop / --min-cosine): "
-                  f"{', '.join(result.drifted)}", soft_wrap=True)
-    if profiles is not None:
-        from controller.fleet.profile_view import brief
-
-        for name, outcome in profiles.items():
-            if outcome["reason"]:
-                err.print(f"[red]profile on {name} failed[/] ({outcome['kind']}): {outcome['reason']}", soft_wrap=True)
-            for summary in outcome["summaries"]:
-                console().print(f"profile {name}: {brief(summary)}", soft_wrap=True, highlight=False)
-    console().print(f"run folder: {store.root}", soft_wrap=True, highlight=False)
-    return store, result
-
-
-def index_run(run_dir: str, out_dir: str, store_url: str | None) -> dict:
-    """Add the finished run to the history index; ``{"rows": n, "error": None}``, or the reason it could
-    not be indexed (the run folder is complete either way; ``edgebench history --rebuild`` adds it)."""
-    from controller.errors import EdgebenchError
-    from controller.history.index import open_index
-
-    try:
-        with open_index(out_dir, store_url) as index:
-            return {"rows": index.add_run(run_dir), "error": None}
-    except EdgebenchError as exc:
-        return {"rows": 0, "error": f"run not added to the history index ({exc}); the run folder is complete: "
-                f"`edgebench history --rebuild --out {out_dir}` adds it later"}

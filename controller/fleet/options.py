@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,3 +68,30 @@ class RunOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def job_template(*, delegate: str | None = None, input_shapes: Sequence[str] = (), inputs: str | None = None,
+                 **fields: Any) -> JobSpec:
+    """The JobSpec template of a run from what the user typed: ``delegate`` "PATH.so[:K=V,...]",
+    ``input_shapes`` ["NAME=d1,d2", ...], ``inputs`` a local .npy/.npz (made absolute), ``fields`` the
+    other JobSpec fields (``cpus`` is checked as a placement). Raises UsageError naming the option
+    (--cpus, --delegate, --input-shape, --inputs); the numbers are validated by :class:`RunOptions`."""
+    from agent.cpus import check_placement
+    from agent.delegation import parse_spec
+    from agent.job import parse_input_shapes
+
+    if inputs and not os.path.isfile(inputs):
+        raise UsageError(f"--inputs {inputs} does not exist; give a .npy/.npz of input data")
+    try:
+        check_placement(fields.get("cpus"))
+    except AgentError as exc:
+        raise UsageError(f"--{exc}") from exc
+    delegate_path, delegate_options = None, {}
+    try:
+        if delegate:
+            delegate_path, delegate_options = parse_spec(delegate)
+        shapes = parse_input_shapes(list(input_shapes))
+    except (ValueError, AgentError) as exc:
+        raise UsageError(f"--delegate: {exc}" if "delegate" in str(exc) else str(exc)) from exc
+    return JobSpec(model="", delegate=delegate_path, delegate_options=delegate_options, input_shapes=shapes,
+                   inputs=os.path.abspath(inputs) if inputs else None, **fields)

@@ -19,15 +19,13 @@ import os
 import posixpath
 import tempfile
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from agent.job import JobSpec
 from controller import defaults
 from controller.errors import DeviceError, EdgebenchError
 from controller.model.op_cut import OpCut, cut_ops
-
-CUT_CACHE = defaults.cache_folder("op-cuts")  #: ``$XDG_CACHE_HOME/edgebench/op-cuts`` (the one cache root)
 
 
 @dataclass
@@ -37,12 +35,13 @@ class ProfileOptions:
     runtime: str = "auto"
     xnnpack: bool = True
     inputs: str | None = None  #: .npy/.npz input data (first sample used); default seeded random
-    runs: int = 50  #: whole-model timed runs (at least)
-    min_seconds: float = 1.0
+    runs: int = JobSpec.runs  #: whole-model timed runs (at least)
+    min_seconds: float = JobSpec.min_seconds
     op_runs: int = 20  #: per-op timed runs (at least)
     op_min_seconds: float = 0.05
-    timeout: float = 600.0  #: deadline of one model's worker (whole model + every op)
-    cache: str = CUT_CACHE  #: where the single-op models are kept, per model sha256
+    timeout: float = JobSpec.timeout  #: deadline of one model's worker (whole model + every op)
+    #: where the single-op models are kept, per model sha256 (default: the user's edgebench cache)
+    cache: str = field(default_factory=lambda: defaults.cache_folder("op-cuts"))
     lock_timeout: float | None = None  #: device lock wait (default: the device's lock_timeout)
 
     def plan(self, cuts: list[OpCut], files: list[str | None] | None = None) -> dict[str, Any]:
@@ -163,6 +162,19 @@ def profile_device(device: Any, targets: list[Target], options: ProfileOptions, 
         session.close()
 
 
+def profile_one_device(device: Any, targets: list[Target], options: ProfileOptions, agent_pyz: str) -> Any:
+    """``edgebench profile --device``: :func:`profile_device` on one device through
+    :func:`controller.fleet.group.run_group` (its deadline, Ctrl-C and exit-code rule). Returns the
+    GroupResult; the device's outcome value is its list of profile documents. Never raises for a device
+    problem."""
+    from controller.fleet.group import run_group
+    from controller.fleet.session import DeviceSession
+
+    session = DeviceSession(device, agent_pyz)
+    return run_group([device], lambda d: profile_device(d, targets, options, session=session),
+                     on_interrupt=session.close, label="profile")
+
+
 def profile_run(fleet: Any, devices: list[Any], models: list[Any], threads: tuple[int, ...], store: Any,
                 options: ProfileOptions, agent_pyz: str, parallel: int) -> dict[str, dict[str, Any]]:
     """``edgebench run --profile``: after the fleet run (``fleet``: its FleetResult), on every device that
@@ -248,3 +260,37 @@ def _batch(session: Any, jobs: list[dict], options: ProfileOptions) -> list[dict
                 with open(local, encoding="utf-8") as fh:
                     docs[job_id] = json.load(fh)
     return [docs[job["id"]] for job in jobs]
+
+
+def after_run(run_options: Any, devices: list[Any], models: list[Any]) -> Callable[[Any, Any], dict[str, dict]]:
+    """``run --profile``: the step after the fleet run, ``after(store, fleet_result)``, that profiles every
+    job that was ok (:func:`profile_run`, with the run's runs, seconds, timeout, eval inputs and lock
+    timeout), records ``profiles`` (without the summaries) in run.json and returns the outcomes."""
+    options = ProfileOptions(runs=run_options.job.runs, min_seconds=run_options.job.min_seconds,
+                             timeout=run_options.job.timeout, inputs=run_options.eval_data,
+                             lock_timeout=run_options.lock_timeout)
+
+    def after(store: Any, result: Any) -> dict[str, dict]:
+        outcomes = profile_run(result, devices, models, run_options.threads, store, options,
+                               run_options.agent_pyz, run_options.parallel)
+        store.save_run_info(profiles={n: without_summaries(o) for n, o in outcomes.items()})
+        return outcomes
+
+    return after
+
+
+def without_summaries(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`profile_run` outcome as run.json and ``run --json`` keep it (the summaries are for the
+    terminal)."""
+    return {k: v for k, v in outcome.items() if k != "summaries"}
+
+
+def run_exit_code(result: Any, profiles: dict[str, dict] | None) -> int:
+    """The exit code of ``run`` (``result``: the FleetResult): the fleet's, except that a profile that
+    failed (``run --profile``) makes an otherwise clean run PARTIAL."""
+    from controller.errors import ExitCode
+
+    code = result.exit_code()
+    if code == ExitCode.OK and any(p["failed"] for p in (profiles or {}).values()):
+        code = ExitCode.PARTIAL
+    return int(code)

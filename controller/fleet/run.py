@@ -31,7 +31,7 @@ from controller.fleet.options import RunOptions
 from controller.fleet.part_files import remove_own
 from controller.fleet.session import DeviceStatus
 from controller.fleet.step_hooks import enter_step
-from controller.fleet.store import RunStore, run_info
+from controller.fleet.store import RunStore, now_iso, run_info
 
 TABLES_EVERY_SECONDS = 5.0
 __all__ = ["FleetResult", "RunOptions", "execute", "run_fleet"]
@@ -138,20 +138,14 @@ def execute(devices: Sequence[Device], models: list[ModelRef], options: RunOptio
     try:
         result = run_fleet(devices, models, options, store, notify)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM outside the device group (e.g. while writing the tables)
-        store.save_run_info(finished=_now(), interrupted=True, state="interrupted",
+        store.save_run_info(finished=now_iso(), interrupted=True, state="interrupted",
                             exit_code=int(ExitCode.INTERRUPTED))
         store.write_tables()
         raise
     except BaseException:
-        store.save_run_info(finished=_now(), state="failed")
+        store.save_run_info(finished=now_iso(), state="failed")
         raise
     code = int(result.exit_code())
-    store.save_run_info(finished=_now(), exit_code=code,
+    store.save_run_info(finished=now_iso(), exit_code=code,
                         state="interrupted" if result.interrupted else "finished")
     return store, result
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

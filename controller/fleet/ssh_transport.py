@@ -313,7 +313,7 @@ class SSHTransport(Transport):
                 on_line(pending.decode("utf-8", "replace"))
             code = channel.recv_exit_status()
         finally:
-            channel.close()
+            _close_channel(channel)
             if writer is not None:
                 writer.join(timeout=10)  # a closed channel ends a blocked send
         return CommandResult(
@@ -592,3 +592,15 @@ def _record_key(endpoint: Endpoint, key) -> TrustedKey:
         digest = hashlib.sha256(base64.b64decode(replaced)).digest()
         old = "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
     return TrustedKey(name, fingerprint(key), old, endpoint.known_hosts)
+
+
+def _close_channel(channel) -> None:
+    """Close a command's channel. On a link that just died paramiko raises EOFError / OSError while it
+    sends the close: the channel is gone either way, and the error that matters (the command's result, or
+    the DeviceError "connection lost" raised in the ``try``) must not be replaced by that one."""
+    import paramiko
+
+    try:
+        channel.close()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        log.debug("closing a channel on a dead link: %s", type(exc).__name__)

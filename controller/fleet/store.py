@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -368,6 +369,16 @@ def load_samples(run_dir: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def present(value: Any) -> bool:
+    """True when a cell of a results table holds a value: not None and not NaN (pandas' missing)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def now_iso() -> str:
+    """This moment in UTC as run.json writes it (``created``, ``finished``): ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def load_run_info(run_dir: str) -> dict[str, Any]:
     """run.json of a run folder. Raises InputError when it is missing or not JSON."""
     path = os.path.join(run_dir, "run.json")
@@ -388,7 +399,7 @@ def run_info(options, inventory_path: str, devices, models, version: str) -> dic
     import sys
 
     return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": now_iso(),
         "user": getpass.getuser(),
         "controller_host": socket.gethostname(),
         "command_line": list(sys.argv),

@@ -72,3 +72,17 @@ def input_names(model: ModelRef) -> set[str]:
         return {io.name for io in model_info(model.path, model.sha256).inputs}
     except InputError:
         return set()
+
+
+def check_input_shapes(shapes: dict, models: list[ModelRef]) -> None:
+    """Raise UsageError when an ``--input-shape`` names an input that none of ``models`` has (a typo would
+    otherwise resize nothing, silently)."""
+    from controller.errors import UsageError
+
+    if not shapes:
+        return
+    known = set().union(*(input_names(m) for m in models))
+    unknown = sorted(set(shapes) - known)
+    if unknown:
+        raise UsageError(f"--input-shape names {unknown}, but no model has such an input (inputs: "
+                         f"{sorted(known)})")

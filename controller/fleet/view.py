@@ -1,4 +1,5 @@
-"""What people see in the terminal: the live fleet board, the results table, the devices table.
+"""What people see in the terminal: the live fleet board (or progress as log lines), the results table,
+the devices table.
 
 Only rendering lives here (rich tables from typed values); the numbers come from the run folder's
 DataFrame (:mod:`controller.fleet.store`) and the fleet's :class:`~controller.fleet.DeviceStatus` values.
@@ -6,10 +7,9 @@ DataFrame (:mod:`controller.fleet.store`) and the fleet's :class:`~controller.fl
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 from rich.table import Table
 
 from controller.fleet.session import DeviceStatus
+from controller.fleet.store import present
 
 _STATE_STYLE = {"done": "green", "failed": "red", "running": "cyan", "pushing": "yellow"}
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow"}
 
 
 def _num(value: Any, fmt: str = "{:.3f}") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not present(value):
         return "-"
     return fmt.format(value)
 
@@ -93,7 +94,7 @@ def results_table(results: pd.DataFrame) -> Table:
             *[render(row) for _, render in optional],
             _num(row["p50_ms"]), _num(row["p90_ms"]), _num(row["speedup_vs_fp32"], "{:.2f}x"),
             _num(row["peak_rss_kb"] / 1024 if row["peak_rss_kb"] else None, "{:.1f}"),
-            _num(row["model_peak_kb"] / 1024 if _present(row.get("model_peak_kb")) else None, "{:.1f}"),
+            _num(row["model_peak_kb"] / 1024 if present(row.get("model_peak_kb")) else None, "{:.1f}"),
             accuracy_text(row), f"[{style}]{status}[/]",
         )
     if notes:
@@ -113,7 +114,7 @@ def status_text(row: dict[str, Any], notes: list[str]) -> tuple[str, str]:
     if flags:
         status = f"{status} ({', '.join(flags)})"
         style = "yellow" if style == "green" else style
-    if (_present(row.get("drift")) and bool(row["drift"])) or "drift" in str(row.get("flags") or ""):
+    if (present(row.get("drift")) and bool(row["drift"])) or "drift" in str(row.get("flags") or ""):
         status = f"{status}, drift [{_note(notes, row.get('drift_reasons') or 'drifted from fp32')}]"
         style = "yellow" if style == "green" else style
     return status, style
@@ -128,9 +129,9 @@ def _optional_columns(results: pd.DataFrame) -> list:
     optional = []
     pinned = has("affinity") and any(
         len(str(a).split(",")) < n for a, n in zip(results["affinity"], results["cpu_count"])
-        if _present(a) and _present(n))
+        if present(a) and present(n))
     if pinned or (has("cluster") and (results["cluster"].dropna() != "all").any()):
-        optional.append(("cpus", lambda r: f"{r['affinity']} ({r['cluster']})" if _present(r.get("affinity"))
+        optional.append(("cpus", lambda r: f"{r['affinity']} ({r['cluster']})" if present(r.get("affinity"))
                          else "-"))
     if "xnnpack" in results and results["xnnpack"].dropna().nunique() > 1:
         optional.append(("xnnpack", lambda r: {True: "on", False: "off"}.get(r.get("xnnpack"), "-")))
@@ -152,22 +153,14 @@ def accuracy_text(row: dict[str, Any]) -> str:
     """Top-1 when labels were given; for the other variants the cosine similarity and the RMSE vs fp32
     (the RMSE shows drift that a cosine rounded to 4 places hides)."""
     parts = []
-    if _present(row.get("top1")):
+    if present(row.get("top1")):
         parts.append(f"top1 {row['top1'] * 100:.1f}%")
     if row["variant"] != "fp32":
-        if _present(row.get("cosine_vs_fp32")):
+        if present(row.get("cosine_vs_fp32")):
             parts.append(f"cos {row['cosine_vs_fp32']:.4f}")
-        if _present(row.get("rmse_vs_fp32")):
+        if present(row.get("rmse_vs_fp32")):
             parts.append(f"rmse {row['rmse_vs_fp32']:.1e}")
     return ", ".join(parts) or "-"
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not _isnan(value)
-
-
-def _isnan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 def _daemon_cell(beat: dict[str, Any] | None) -> str:
@@ -221,3 +214,41 @@ def devices_table(rows: Iterable[dict[str, Any]], checked: bool) -> Table:
         table.caption = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
         table.caption_justify = "left"
     return table
+
+
+def execute_with_board(devices: list, models: list, options: Any, inventory_path: str, *, live: bool,
+                       notify: Callable[[DeviceStatus], None] | None = None, **info: Any):
+    """:func:`controller.fleet.run.execute` with the live :class:`FleetBoard` on stderr when ``live``;
+    otherwise progress goes to ``notify`` only (None: nowhere). ``info``: more run.json keys. Returns
+    what ``execute`` returns, raises what it raises."""
+    from rich.live import Live
+
+    from controller.console import console
+    from controller.fleet.run import execute
+
+    if not live:
+        return execute(devices, models, options, inventory_path, notify, **info)
+    board = FleetBoard()
+    err = console(stderr=True)
+    with Live(board, console=err, refresh_per_second=4, transient=False):
+        outcome = execute(devices, models, options, inventory_path, board.update, **info)
+    if not err.is_terminal:
+        err.print()  # rich leaves the last render of a non-terminal Live without a newline
+    return outcome
+
+
+def log_progress(logger_name: str) -> Callable[[DeviceStatus], None]:
+    """A progress callback that logs one INFO line per device state change to ``logger_name`` (for runs
+    without a terminal: cron, systemd)."""
+    import logging
+
+    log = logging.getLogger(logger_name)
+    last: dict[str, tuple] = {}
+
+    def notify(status: DeviceStatus) -> None:
+        seen = (status.state, status.detail if status.state != "running" else "")
+        if last.get(status.name) != seen:
+            last[status.name] = seen
+            reason = f" ({status.kind}: {status.reason})" if status.reason else ""
+            log.info("%s: %s %s%s", status.name, status.state, status.detail, reason)
+    return notify

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from controller.defaults import OUT_DIR
+
 if TYPE_CHECKING:
     import pandas as pd
 
 
-def load_history(out_dir: str | os.PathLike = "reports", *, run: str | os.PathLike | None = None,
+def load_history(out_dir: str | os.PathLike = OUT_DIR, *, run: str | os.PathLike | None = None,
                  store: str | None = None, device: str | None = None, model: str | None = None,
                  variant: str | None = None, threads: int | None = None, kind: str | None = None,
                  columns: list[str] | None = None) -> pd.DataFrame:

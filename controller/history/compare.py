@@ -22,13 +22,13 @@ assembled from several earlier runs; :func:`compare_runs` is the two-folder entr
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from controller import defaults
+from controller.fleet.store import present
 from controller.history.mannwhitney import mann_whitney_u
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def _not_comparable(b: dict[str, Any], n: dict[str, Any]) -> str | None:
         return f"NEW job {n['status']}: {n.get('error') or 'no reason recorded'}"
     for column, template in COMPARABLE:
         bv, nv = b.get(column), n.get(column)
-        if _present(bv) and _present(nv) and bv != nv:
+        if present(bv) and present(nv) and bv != nv:
             return template.format(base=bv, new=nv)
     return None  # comparable (a NEW job that ran and failed is a regression of kind "failed")
 
@@ -274,13 +274,11 @@ def _memory(pair: Pair, b: dict[str, Any], n: dict[str, Any], limits: Limits) ->
         pair.reasons.append(f"peak RSS {bm / 1024:.1f} -> {nm / 1024:.1f} MiB (x{nm / bm:.2f})")
 
 
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _float(value: Any) -> float | None:
-    return float(value) if _present(value) else None
+    return float(value) if present(value) else None
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if _present(value) else None
+    return int(value) if present(value) else None

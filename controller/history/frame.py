@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+from controller.defaults import OUT_DIR
 from controller.errors import InputError
+from controller.fleet.store import present
 
 #: column -> kind ("str", "int", "float", "bool", "time") of every history index row.
 INDEX_COLUMNS: dict[str, str] = {
@@ -64,7 +65,7 @@ def run_folders(out_dir: str | os.PathLike) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and is_run_folder(p)), key=lambda p: p.name)
 
 
-def resolve_run(ref: str | os.PathLike, out_dir: str | os.PathLike = "reports") -> Path:
+def resolve_run(ref: str | os.PathLike, out_dir: str | os.PathLike = OUT_DIR) -> Path:
     """A run folder from a path or a run id under ``out_dir``. Raises InputError naming what was
     looked for when neither is a run folder."""
     for candidate in (Path(ref), Path(out_dir) / str(ref)):
@@ -74,7 +75,7 @@ def resolve_run(ref: str | os.PathLike, out_dir: str | os.PathLike = "reports") 
                      "give a run folder or a run id (`edgebench history` lists them)")
 
 
-def last_run(out_dir: str | os.PathLike = "reports") -> Path:
+def last_run(out_dir: str | os.PathLike = OUT_DIR) -> Path:
     """The most recent run folder under ``out_dir``. Raises InputError when there is none."""
     folders = run_folders(out_dir)
     if not folders:
@@ -117,7 +118,7 @@ def _created(text: str | None, run_id: str) -> datetime.datetime:
 
 def flag_list(value: Any) -> list[str]:
     """A stored ``flags`` value (list, numpy array, comma-separated str, or missing) as a list of str."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not present(value):
         return []
     if isinstance(value, str):
         return [f.strip() for f in value.split(",") if f.strip()]
@@ -154,6 +155,7 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
+    from controller.variants.manifest import VARIANTS
     from controller.variants.scoring import Thresholds, drift_flag
 
     frame = results.copy()
@@ -179,24 +181,20 @@ def report_frame(results: pd.DataFrame) -> pd.DataFrame:
                 found.add("drift")
         elif row.get("variant") != "fp32":  # no drift verdict stored (a run's flags column may exist)
             base = fp32_top1.get((row["device"], row["model"], row["threads"]))
-            drop = (base - row["top1"]) * 100 if _num(base) and _num(row.get("top1")) else None
-            cosine = row.get("cosine_vs_fp32") if _num(row.get("cosine_vs_fp32")) else None
+            drop = (base - row["top1"]) * 100 if present(base) and present(row.get("top1")) else None
+            cosine = row.get("cosine_vs_fp32") if present(row.get("cosine_vs_fp32")) else None
             if drift_flag({"top1_drop_points": drop, "cosine": cosine}, thresholds):
                 found.add("drift")
         flags.append(",".join(sorted(found)))
     frame["flags"] = flags
-    order = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3}
+    order = {name: position for position, name in enumerate(VARIANTS)}
     frame["_variant_order"] = frame["variant"].map(lambda v: order.get(v, 9))
     frame = frame.sort_values(["model", "device", "threads", "_variant_order", "variant"], na_position="last",
                               kind="stable")
     return frame.drop(columns="_variant_order").reset_index(drop=True)
 
 
-def _num(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
 def _ratio(value: Any, base: Any) -> float | None:
-    if not _num(value) or not _num(base) or not base:
+    if not present(value) or not present(base) or not base:
         return None
     return float(value) / float(base)

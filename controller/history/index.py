@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+from controller.defaults import OUT_DIR
 from controller.errors import EdgebenchError, ExitCode, ToolError, UsageError
 from controller.history.frame import INDEX_COLUMNS, RUN_COLUMNS, index_frame, resolve_run, run_meta
 
@@ -156,7 +157,7 @@ def check_store_url(store_url: str | None) -> str:
     return url
 
 
-def open_index(out_dir: str | os.PathLike = "reports", store_url: str | None = None) -> HistoryIndex:
+def open_index(out_dir: str | os.PathLike = OUT_DIR, store_url: str | None = None) -> HistoryIndex:
     """The history index of the reports folder ``out_dir``: embedded Parquet files under
     ``<out_dir>/.history/``, or the PostgreSQL database ``store_url`` / ``$EDGEBENCH_STORE``
     (``postgresql://user[:password]@host[:port]/db`` or with ``?host=/socket/dir``). Raises UsageError
@@ -176,6 +177,20 @@ def open_index(out_dir: str | os.PathLike = "reports", store_url: str | None = N
     from controller.history.sql_store import SqlIndex
 
     return SqlIndex(url, out_dir)
+
+
+def index_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, store_url: str | None = None,
+              kind: str | None = None) -> dict[str, Any]:
+    """Add a finished run folder to the history index of ``out_dir`` (see :func:`open_index`;
+    ``kind``: see :meth:`HistoryIndex.add_run`). Returns ``{"rows": n, "error": None}``, or ``{"rows":
+    0, "error": reason}`` when it could not be indexed: the run folder is complete either way, and the
+    reason says that ``edgebench history --rebuild`` adds it later. Never raises an EdgebenchError."""
+    try:
+        with open_index(out_dir, store_url) as index:
+            return {"rows": index.add_run(run_dir, kind), "error": None}
+    except EdgebenchError as exc:
+        return {"rows": 0, "error": f"run not added to the history index ({exc}); the run folder is complete: "
+                f"`edgebench history --rebuild --out {out_dir}` adds it later"}
 
 
 def arrow_schema(columns: dict[str, str], names: list[str] | None = None) -> pa.Schema:
@@ -213,4 +228,4 @@ def to_arrow(frame: pd.DataFrame, columns: dict[str, str]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-__all__ = ["INDEX_COLUMNS", "RUN_COLUMNS", "HistoryIndex", "StoreError", "open_index", "store_url_of"]
+__all__ = ["INDEX_COLUMNS", "RUN_COLUMNS", "HistoryIndex", "StoreError", "index_run", "open_index", "store_url_of"]

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from controller.defaults import NIGHTLY_WINDOW
 from controller.history.changepoints import e_divisive
 from controller.history.compare import Comparison, Limits, Pair, compare_frames
 from controller.history.nightly_runs import REGRESSIONS_JSON, Baseline, find_baseline
@@ -94,7 +95,7 @@ class NightlyOutcome:
 
 
 def evaluate(run_dir: str, earlier: list, limits: Limits, remeasure: Remeasure | None, cooldown: float,
-             history: Any = None, *, sleep: Callable[[float], None] = time.sleep, window: int = 60,
+             history: Any = None, *, sleep: Callable[[float], None] = time.sleep, window: int = NIGHTLY_WINDOW,
              seed: int = 0) -> NightlyOutcome:
     """Judge the nightly in ``run_dir`` against the ``earlier`` nightlies (oldest first, created before
     it); re-measure suspects through ``remeasure`` after ``cooldown`` seconds; find change points in
@@ -176,7 +177,7 @@ def _keys(outcome: NightlyOutcome) -> list[dict[str, Any]]:
     return keys
 
 
-def change_points(history, limits: Limits, *, window: int = 60, seed: int = 0) -> list[dict[str, Any]]:
+def change_points(history, limits: Limits, *, window: int = NIGHTLY_WINDOW, seed: int = 0) -> list[dict[str, Any]]:
     """Change points of the p50 series of every comparable job over the nightlies in ``history`` (results
     rows with a ``created`` column), latest ``window`` nights. Only level changes of at least the compare
     threshold are listed."""

@@ -6,24 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from controller.fleet.view import log_progress
+
 LOCK_NAME = ".nightly.lock"
 LOG_NAME = "nightly.log"
-
-
-def log_progress():
-    """A progress callback that logs one line per device state change (no terminal needed)."""
-    import logging
-
-    log = logging.getLogger("controller.nightly.progress")
-    last: dict[str, tuple] = {}
-
-    def notify(status) -> None:
-        seen = (status.state, status.detail if status.state != "running" else "")
-        if last.get(status.name) != seen:
-            last[status.name] = seen
-            reason = f" ({status.kind}: {status.reason})" if status.reason else ""
-            log.info("%s: %s %s%s", status.name, status.state, status.detail, reason)
-    return notify
 
 
 def remeasure_step(plan: tuple, store: Any) -> Callable[[list[tuple[str, str, str, int]]], str]:
@@ -59,7 +45,7 @@ def remeasure_step(plan: tuple, store: Any) -> Callable[[list[tuple[str, str, st
             log.info("re-measuring %d model file(s) x %d thread(s) on %s", len(chosen_models), threads,
                      ", ".join(group))
             run_fleet(chosen, chosen_models, dataclasses.replace(options, threads=(threads,)), target,
-                      log_progress())
+                      log_progress("controller.nightly.progress"))
         target.save_run_info(finished=now())
         return target.root
 

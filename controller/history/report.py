@@ -10,7 +10,6 @@ variant and threads on the same device fingerprint).
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+from controller.defaults import OUT_DIR
 from controller.errors import InputError
+from controller.fleet.store import present
 
 FORMATS = ("html", "md", "csv")
 TREND_RUNS = 60  #: trend lines show this run and the indexed runs before it, at most this many
@@ -85,7 +86,7 @@ def load(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
     from controller.fleet.store import load_results
     from controller.history.frame import report_frame, resolve_run, run_meta
 
-    run_dir = resolve_run(run_dir, out_dir or "reports")
+    run_dir = resolve_run(run_dir, out_dir or OUT_DIR)
     meta = run_meta(run_dir)
     with open(run_dir / "run.json", encoding="utf-8") as fh:
         info = json.load(fh)
@@ -109,7 +110,7 @@ def _vs_baseline(frame: pd.DataFrame, base: pd.DataFrame) -> list[float | None]:
     out = []
     for row in frame.to_dict("records"):
         ref = reference.get(tuple(row[k] for k in keys))
-        ok_row = row["status"] == "ok" and _present(row["p50_ms"])
+        ok_row = row["status"] == "ok" and present(row["p50_ms"])
         out.append(row["p50_ms"] / ref if ok_row and ref else None)
     return out
 
@@ -185,7 +186,7 @@ def cell(value: Any, kind: str) -> str:
     """One table cell as text ("-" for missing)."""
     from controller.fleet.view import human_bytes
 
-    if not _present(value) or value == "":
+    if not present(value) or value == "":
         return "-"
     if kind == "text":
         return str(value)
@@ -218,7 +219,7 @@ def summary_lines(data: ReportData, model: str) -> list[str]:
         if not len(timed):
             continue
         best = timed.loc[timed["p50_ms"].idxmin()]
-        speed = f" ({cell(best['speedup_vs_fp32'], 'times')} fp32)" if _present(best["speedup_vs_fp32"]) else ""
+        speed = f" ({cell(best['speedup_vs_fp32'], 'times')} fp32)" if present(best["speedup_vs_fp32"]) else ""
         lines.append(f"{device} · {threads}t: fastest {best['variant']} {cell(best['p50_ms'], 'ms')} ms{speed}")
     sized = rows[rows["model_bytes"].notna()].drop_duplicates("variant")
     if len(sized):
@@ -295,7 +296,3 @@ def why(row: dict[str, Any]) -> str:
 
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.job import JobSpec
 from controller.errors import InputError
 from controller.variants.manifest import Manifest
 from controller.variants.scoring import Score, Thresholds, load_outputs, score
@@ -67,14 +68,13 @@ class AccuracyReport:
 
 
 def evaluate(manifest: Manifest, thresholds: Thresholds | None = None, runtime: str = "auto",
-             progress: Callable[[str, dict], None] | None = None, timeout: float = 600.0) -> AccuracyReport:
+             progress: Callable[[str, dict], None] | None = None, timeout: float = JobSpec.timeout) -> AccuracyReport:
     """Run every variant of ``manifest`` on its eval set (``manifest.eval``) on this machine and score
     each against the fp32 variant (:func:`controller.variants.scoring.score`).
 
     Promises one row per variant in manifest order; a variant whose run fails is a row with status and
     error (the others are still measured). Raises InputError when the manifest names no eval file.
     """
-    from agent.job import JobSpec
     from agent.runner import run_job
 
     thresholds = thresholds or Thresholds()

@@ -177,3 +177,18 @@ def load(folder_or_file: str | Path) -> Manifest:
         source=dict(doc.get("source") or {}), variants=variants, eval=doc.get("eval"),
         extra={k: v for k, v in doc.items() if k not in known},
     )
+
+
+def warnings_about(model: str | Path) -> list[str]:
+    """What the manifest next to the .tflite ``model`` warns about it (int8 ranges calibrated on random
+    data; a manifest that cannot be read); [] when there is no manifest there. Never raises InputError."""
+    path = Path(model)
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return []
+    try:
+        manifest = load(path.parent)
+    except InputError as exc:
+        return [f"the manifest next to this model is unusable: {exc}"]
+    return [f"{v.file} was calibrated on RANDOM data (--calibration random): its int8 ranges, and so its "
+            "accuracy, say nothing about real inputs"
+            for v in manifest.variants.values() if v.path.resolve() == path.resolve() and v.random_calibration]
