@@ -92,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
 
     from controller.commands.compare import limits_from
     from controller.errors import UsageError
+    from controller.history.index import check_store_url
     from controller.history.nightly_job import log_to_file, nightly_lock
 
     if args.config:
         apply_config(args, args._parser)
     if not args.models:
         raise UsageError("nightly needs models: give MODEL arguments or `models:` in --config")
+    check_store_url(args.store)  # a bad --store is a usage error before anything is measured, as in `run`
     limits = limits_from(args)
     if args.cooldown < 0 or args.window < 2:
         raise UsageError("--cooldown must be >= 0 and --window >= 2")

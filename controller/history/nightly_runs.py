@@ -76,13 +76,21 @@ def nightly_runs(out_dir: str, index: Any | None = None) -> list[NightlyRun]:
 
 
 def accepted_keys(run_dir: str) -> dict[tuple, bool]:
-    """(device, model, variant, threads) -> baseline_ok, from the run's regressions.json ({} if none)."""
+    """(device, model, variant, threads) -> baseline_ok, from the run's regressions.json ({} if none).
+    Raises InputError naming the file when it is not a regressions document."""
+    from controller.errors import InputError
+
     path = os.path.join(run_dir, REGRESSIONS_JSON)
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as fh:
-        doc = json.load(fh)
-    return {(k["device"], k["model"], k["variant"], k["threads"]): bool(k["baseline_ok"]) for k in doc.get("keys", [])}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        return {(k["device"], k["model"], k["variant"], k["threads"]): bool(k["baseline_ok"])
+                for k in doc.get("keys", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a readable regressions document ({type(exc).__name__}: {exc}); move it "
+                         "away and that night is used as a baseline like any other") from exc
 
 
 def find_baseline(new: pd.DataFrame, earlier: list[NightlyRun]) -> Baseline:
