@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from controller.cli import main
 from controller.errors import DeviceError, HostKeyError
 from controller.fleet.inventory import Device
-from controller.fleet.ssh_transport import resolve_endpoint
+from controller.fleet.ssh_connect import resolve_endpoint
 from controller.fleet.transport import CommandTimeout, open_transport, shell_command
 from tests.fixtures_fleet import DEVICE_PYTHON, keygen, write_inventory
 

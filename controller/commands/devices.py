@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     inventory, devices = selected_devices(args)
     out = console()
     if args.trust:
-        from controller.fleet.ssh_transport import trust_host_key
+        from controller.fleet.ssh_connect import trust_host_key
 
         for name in args.trust:
             device = inventory.get(name)
