@@ -100,12 +100,17 @@ def test_a_part_file_left_by_a_killed_controller_is_swept_by_the_next_run(ssh_fl
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert left.exists()
+    # The killed upload's part file goes when the device's stage script sees its stdin end (the link
+    # dropped); a part file whose writer could not clean up (power cut) is swept by the next probe.
+    stale = workdir / "models" / "dead.tflite.part-deadbeef"
+    stale.write_bytes(b"half an upload")
+    past = time.time() - (STALE_FACTOR * COMMAND_TIMEOUT + 5)
+    os.utime(stale, (past, past))
     fresh = workdir / "models" / "other.tflite.part-livetoken"  # a live upload of another controller
-    time.sleep(STALE_FACTOR * COMMAND_TIMEOUT + 1)
     fresh.write_bytes(b"still arriving")
     second = start_run(test_models["float32"], inventory, tmp_path / "out2")
     _, err = second.communicate(timeout=300)
     assert second.returncode == ExitCode.OK, err.decode()
-    assert not left.exists()  # swept: older than STALE_FACTOR x command_timeout
+    assert not stale.exists()  # swept: older than STALE_FACTOR x command_timeout
+    assert not left.exists()  # the killed run's own part file is gone too
     assert fresh.exists()  # not touched: too fresh to be a dead upload
