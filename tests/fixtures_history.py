@@ -86,3 +86,21 @@ def clone_run(src: Path, out: Path, created: datetime.datetime, *, scale: float 
                                                                         fingerprint)
     frame.to_parquet(dest / "results.parquet", index=False)
     return dest
+
+
+def run_writers(argvs: list[list[str]], env: dict, cwd: Path, timeout: float = 300) -> None:
+    """Start one process per argv at once (concurrent index writers), wait for each (bounded by
+    ``timeout``; communicate, so a chatty stderr never fills the pipe and stalls a writer) and assert each
+    exited 0; a failed or stuck writer is stopped, with the others this call started, by its Popen."""
+    import subprocess
+
+    procs = [subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True) for argv in argvs]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from controller.history import load_history
 from controller.history.index import open_index
 from controller.history.parquet_store import COMPACT_AT
-from tests.fixtures_history import clone_run, run_cli
+from tests.fixtures_history import clone_run, run_cli, run_writers
 
 pytestmark = pytest.mark.slow  # the fixture measures three real runs
 UTC = datetime.timezone.utc
@@ -125,17 +124,8 @@ for i in range(10):
 def test_two_processes_adding_to_the_embedded_index_at_once_lose_nothing(history_runs, tmp_path):
     out = tmp_path / "reports"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", ADD_MANY, str(history_runs.runs[0]), str(out), str(h)],
-                              cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for h in (1, 2)]
-    try:
-        for proc in procs:  # communicate: a chatty stderr never fills the pipe and stalls the writer
-            _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err
-    finally:  # a failed or stuck writer: stop the ones this test started, by their Popen
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+    run_writers([[sys.executable, "-c", ADD_MANY, str(history_runs.runs[0]), str(out), str(h)] for h in (1, 2)],
+                env, REPO)
     with open_index(out) as index:
         assert len(index.runs()) == 20
         assert len(index.results(["run_id"])) == 100

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.history.index import StoreError, open_index
-from tests.fixtures_history import DEMO, FAST, clone_run, local_devices, run_cli
+from tests.fixtures_history import DEMO, FAST, clone_run, local_devices, run_cli, run_writers
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -78,18 +78,8 @@ with open_index(out, url) as index:
 
 
 def test_two_processes_adding_runs_at_the_same_time_lose_nothing(pg_database, history_runs, tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", ADD_MANY, str(history_runs.runs[0]), str(tmp_path / f"c{h}"),
-                               pg_database, str(h)], cwd=REPO, env=ENV, stderr=subprocess.PIPE, text=True)
-             for h in (1, 2)]
-    try:
-        for proc in procs:  # communicate: a chatty stderr never fills the pipe and stalls the writer
-            _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err
-    finally:  # a failed or stuck writer: stop the ones this test started, by their Popen
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+    run_writers([[sys.executable, "-c", ADD_MANY, str(history_runs.runs[0]), str(tmp_path / f"c{h}"), pg_database,
+                  str(h)] for h in (1, 2)], ENV, REPO)
     with open_index(tmp_path / "c1", pg_database) as index:
         runs = index.runs()
         rows = index.results(["run_id", "variant", "p50_ms"])
