@@ -22,7 +22,6 @@ journal instead, with the same return value.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import posixpath
@@ -35,7 +34,7 @@ from controller.fleet.inventory import Device
 from controller.fleet.models import ModelRef
 from controller.fleet.part_files import sweep_stale
 from controller.fleet.session import DeviceSession
-from controller.fleet.store import RunStore, not_run_row
+from controller.fleet.store import RunStore, not_run_row, now_iso
 
 KILLED_REASON = "the controller was killed before this job finished (recovered by --resume)"
 NOT_SENT_REASON = ("never sent to the device: the controller was killed first, or the preflight skipped it "
@@ -180,8 +179,7 @@ def resume_run(run_dir: str, devices: Sequence[Device], agent_pyz: str,
         return {"fetched": fetched, "missing": missing}
 
     group = run_group(chosen, work, deadline=None, label="resume")
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    store.save_run_info(resumed=[*store.run_info.get("resumed", []), now], state="finished",
+    store.save_run_info(resumed=[*store.run_info.get("resumed", []), now_iso()], state="finished",
                         exit_code=int(group.exit_code()))
     store.write_tables()
     return store, group

@@ -375,8 +375,9 @@ def present(value: Any) -> bool:
 
 
 def now_iso() -> str:
-    """This moment in UTC as run.json writes it (``created``, ``finished``): ISO 8601 to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    """This moment in UTC as run.json writes it (``created``, ``finished``): ISO 8601 to the millisecond, so
+    that runs started within one second (a nightly and its re-run, test nights) still order by time."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def load_run_info(run_dir: str) -> dict[str, Any]:

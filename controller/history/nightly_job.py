@@ -17,17 +17,13 @@ def remeasure_step(plan: tuple, store: Any) -> Callable[[list[tuple[str, str, st
     run options): a function that measures the given (device, model, variant, threads) jobs again - with
     each one's fp32 sibling - on their devices only, into ``<run>/remeasure/``, and returns that folder."""
     import dataclasses
-    import datetime
     import logging
 
     from controller.fleet.run import run_fleet
-    from controller.fleet.store import RunStore
+    from controller.fleet.store import RunStore, now_iso
 
     devices, models, options = plan
     log = logging.getLogger("controller.nightly")
-
-    def now() -> str:
-        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     def remeasure(keys: list[tuple[str, str, str, int]]) -> str:
         wanted: dict[tuple[str, int], set[tuple[str, str]]] = {}
@@ -37,7 +33,7 @@ def remeasure_step(plan: tuple, store: Any) -> Callable[[list[tuple[str, str, st
         groups: dict[tuple[int, tuple], list[str]] = {}
         for (device, threads), names in wanted.items():
             groups.setdefault((threads, tuple(sorted(names))), []).append(device)
-        target = RunStore.create(store.root, {"kind": "remeasure", "of": store.run_id, "created": now()},
+        target = RunStore.create(store.root, {"kind": "remeasure", "of": store.run_id, "created": now_iso()},
                                  run_id="remeasure")
         for (threads, names), group in sorted(groups.items()):
             chosen_models = [m for m in models if (m.name, m.variant) in names]
