@@ -24,6 +24,8 @@ TOP1_DROP = 2.0  #: drift flag: top-1 points below fp32
 MIN_COSINE = 0.99  #: drift flag: worst output's mean cosine similarity to fp32 below this
 NIGHTLY_COOLDOWN = 60.0  #: seconds a nightly waits before re-measuring suspected changes
 NIGHTLY_WINDOW = 60  #: nightlies per series searched for change points
+PLOT_PROCESSES = 2  #: processes drawing the HTML report's figures (capped by the cores; 1 = no fork)
+PLOT_CHILD_TIMEOUT = 120.0  #: seconds the report waits for its figure process before drawing its figures itself
 
 
 def cache_folder(*parts: str) -> str:

@@ -33,23 +33,25 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
-    """The figure as PNG, cropped to what is drawn (plus a small margin). One draw: savefig's
-    ``bbox_inches="tight"`` draws the figure twice (once to measure, once to print), which was half of the
-    HTML report's time; here the canvas is drawn once, the tight box is read from that draw and the pixels
-    are cropped."""
+    """The figure as PNG, fitted to what it shows plus a small margin, like savefig's
+    ``bbox_inches="tight"`` but with one draw instead of two (that was half of the HTML report's time):
+    the box of everything drawn is measured without drawing, the figure is resized to it (each axes kept
+    at its size in inches, moved by the box's offset: labels that stuck out are brought in) and drawn once."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
     canvas = FigureCanvasAgg(fig)
-    canvas.draw()
     box = fig.get_tightbbox(canvas.get_renderer()).padded(PAD_INCHES)
-    width, height = canvas.get_width_height()
-    left, right = max(0, math.floor(box.x0 * DPI)), min(width, math.ceil(box.x1 * DPI))
-    top, bottom = max(0, math.floor(height - box.y1 * DPI)), min(height, math.ceil(height - box.y0 * DPI))
-    pixels = memoryview(canvas.buffer_rgba())
-    image = Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", 0, 1)
+    width, height = fig.get_size_inches()
+    for ax in fig.axes:
+        pos = ax.get_position()
+        ax.set_position([(pos.x0 * width - box.x0) / box.width, (pos.y0 * height - box.y0) / box.height,
+                         pos.width * width / box.width, pos.height * height / box.height])
+    fig.set_size_inches(box.width, box.height)
+    canvas.draw()
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), memoryview(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
     buf = io.BytesIO()
-    image.crop((left, top, right, bottom)).save(buf, format="png", compress_level=PNG_COMPRESSION)
+    image.save(buf, format="png", compress_level=PNG_COMPRESSION)
     return buf.getvalue()
 
 

@@ -7,7 +7,7 @@ import base64
 import html
 from typing import Any
 
-from controller.history import plots
+from controller.history import plot_workers, plots
 from controller.history.report import ReportData, cell, columns, flag_legend, summary_lines, why
 
 CSS = """
@@ -51,8 +51,9 @@ def render_html(data: ReportData) -> str:
              f"<h1>edgebench report · run {e(data.run_id)}</h1>",
              f'<div class="meta">{_meta(data)}</div>']
     parts.append(_alerts(data))
+    figures = _Figures()
     for model in data.models():
-        parts.append(_model_section(data, model))
+        parts.append(_model_section(data, model, figures))
     failed = data.failed()
     if len(failed):
         parts.append(_failures(failed))
@@ -67,7 +68,7 @@ def render_html(data: ReportData) -> str:
     parts.append(f"<footer>run folder {e(str(data.run_dir))} · devices: {e(states)} · settings: "
                  f"{e(shown)} · edgebench {e(str(info.get('tool_version', '?')))}</footer>")
     parts.append("</main></body></html>")
-    return "\n".join(parts)
+    return figures.fill("\n".join(parts))
 
 
 def _meta(data: ReportData) -> str:
@@ -152,7 +153,26 @@ def _figure(png: bytes | None, alt: str, caption: str, empty: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _model_section(data: ReportData, model: str) -> str:
+class _Figures:
+    """The figures of every model section: planned while the page is laid out (a placeholder per figure),
+    drawn together by :func:`controller.history.plot_workers.draw_all`, then put in place."""
+
+    def __init__(self) -> None:
+        self.calls: list[plot_workers.Call] = []
+        self.texts: list[tuple[str, str, str]] = []
+
+    def add(self, fn, args: tuple, alt: str, caption: str, empty: str) -> str:
+        self.calls.append((fn, args))
+        self.texts.append((alt, caption, empty))
+        return f"\0figure-{len(self.calls) - 1}\0"
+
+    def fill(self, page: str) -> str:
+        for i, (png, (alt, caption, empty)) in enumerate(zip(plot_workers.draw_all(self.calls), self.texts)):
+            page = page.replace(f"\0figure-{i}\0", _figure(png, alt, caption, empty), 1)
+        return page
+
+
+def _model_section(data: ReportData, model: str, figures: _Figures) -> str:
     e = html.escape
     frame = data.frame[data.frame["model"] == model]
     summary = "".join(f"<li>{e(s)}</li>" for s in summary_lines(data, model))
@@ -160,14 +180,14 @@ def _model_section(data: ReportData, model: str) -> str:
         return (f"<section><h2>{e(model)}</h2>{_table(data, model)}<p class=\"empty\">No job of {e(model)} "
                 "produced a result, so there is nothing to plot: see the reasons above.</p></section>")
     figs = [
-        _figure(plots.latency_bars(frame), f"{model} latency", "Latency per variant and device: bar = p50, "
-                "whisker = p90", "no successful job"),
-        _figure(plots.speedup_heatmap(frame), f"{model} speedup", "Speedup vs fp32 (fp32 p50 / p50; green = "
-                "faster)", "no fp32 result to compare with"),
-        _figure(plots.pareto(frame), f"{model} size latency accuracy", "Size × latency × accuracy (ringed, "
-                "dashed: the size/latency Pareto front per device)", "no successful job"),
-        _figure(plots.memory_bars(frame), f"{model} memory", _MEMORY_CAPTIONS[plots.memory_column(frame)],
-                "no memory figures"),
+        figures.add(plots.latency_bars, (frame,), f"{model} latency", "Latency per variant and device: bar = "
+                    "p50, whisker = p90", "no successful job"),
+        figures.add(plots.speedup_heatmap, (frame,), f"{model} speedup", "Speedup vs fp32 (fp32 p50 / p50; "
+                    "green = faster)", "no fp32 result to compare with"),
+        figures.add(plots.pareto, (frame,), f"{model} size latency accuracy", "Size × latency × accuracy "
+                    "(ringed, dashed: the size/latency Pareto front per device)", "no successful job"),
+        figures.add(plots.memory_bars, (frame,), f"{model} memory", _MEMORY_CAPTIONS[plots.memory_column(frame)],
+                    "no memory figures"),
     ]
     history = None if data.history is None else data.history[data.history["model"] == model]
     if history is None:
@@ -176,8 +196,8 @@ def _model_section(data: ReportData, model: str) -> str:
     else:
         runs = history["run_id"].nunique()
         caption = f"p50 over the history of these jobs (the last {runs} runs; this run ringed)" if runs > 1 else "Trend"
-        figs.append(_figure(plots.trend_lines(history, data.run_id), f"{model} trend", caption,
-                            "only this run so far — trend lines appear with the next one"))
+        figs.append(figures.add(plots.trend_lines, (history, data.run_id), f"{model} trend", caption,
+                                "only this run so far — trend lines appear with the next one"))
     return (f"<section><h2>{e(model)}</h2><ul class=\"summary\">{summary}</ul>{_table(data, model)}"
             f"<div class=\"figs\">{''.join(figs)}</div></section>")
 

@@ -1,0 +1,123 @@
+"""Draw the report's figures in two processes: the HTML report's time is mostly matplotlib (text layout,
+ticks, rasterizing; ~0.15 s a figure, ten figures for a two-model run) and one Python process uses one
+core.
+
+:func:`draw_all` takes the figure calls (a plot function of :mod:`controller.history.plots` and its
+arguments) and returns their PNG bytes in the same order. With more than one core and ``os.fork``, the
+process forks once: the child draws every second figure and sends the PNGs back through a pipe, the
+parent draws the others. The child needs no pickled input (it has the parent's memory) and leaves with
+``os._exit`` (no teardown of the parent's native thread pools in a forked copy).
+
+Nothing is lost when the child fails: a child that crashes, sends something unreadable or has not
+answered within :data:`controller.defaults.PLOT_CHILD_TIMEOUT` seconds is killed (by its PID) and the
+parent draws its figures itself; a plot function that raises in the child raises in the parent too,
+from the parent's own call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import signal
+import time
+from typing import Any, Callable
+
+from controller.defaults import PLOT_CHILD_TIMEOUT, PLOT_PROCESSES
+
+log = logging.getLogger(__name__)
+
+Call = tuple[Callable[..., "bytes | None"], tuple[Any, ...]]
+
+
+def _import_matplotlib() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.backends.backend_agg  # noqa: F401 - the figure, axes, text and Agg modules
+    import matplotlib.figure  # noqa: F401
+    import PIL.PngImagePlugin  # noqa: F401
+
+
+def processes() -> int:
+    """How many processes draw: ``PLOT_PROCESSES`` capped by the cores this process may use, 1 without fork."""
+    if not hasattr(os, "fork"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(PLOT_PROCESSES, cores))
+
+
+def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None]:
+    """``[fn(*args) for fn, args in calls]``, the odd-numbered calls drawn in a forked child when
+    ``workers`` (default :func:`processes`) is 2 or more and there are at least two calls."""
+    workers = processes() if workers is None else workers
+    if workers < 2 or len(calls) < 2:
+        return [fn(*args) for fn, args in calls]
+    _import_matplotlib()  # once, before the fork: the child inherits the modules
+    mine = list(range(0, len(calls), 2))
+    theirs = list(range(1, len(calls), 2))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: draw, send, leave without running the parent's exit code
+        code = 0
+        try:
+            os.close(read_end)
+            try:
+                payload = pickle.dumps([calls[i][0](*calls[i][1]) for i in theirs])
+            except BaseException:  # the parent draws them and meets the error itself
+                payload, code = b"", 1
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    out: list[bytes | None] = [None] * len(calls)
+    try:
+        for i in mine:
+            out[i] = calls[i][0](*calls[i][1])
+        drawn = _collect(read_end, pid, len(theirs))
+    finally:
+        os.close(read_end)
+        _reap(pid)
+    if drawn is None:
+        drawn = [calls[i][0](*calls[i][1]) for i in theirs]
+    for i, png in zip(theirs, drawn):
+        out[i] = png
+    return out
+
+
+def _collect(fd: int, pid: int, expected: int) -> list[bytes | None] | None:
+    """The child's PNG list, or None (logged) when it failed or took longer than the timeout."""
+    chunks = []
+    end = time.monotonic() + PLOT_CHILD_TIMEOUT
+    while True:
+        left = end - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        if not ready:
+            log.warning("figure process %d gave no answer within %g s; drawing its figures here", pid,
+                        PLOT_CHILD_TIMEOUT)
+            return None
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    try:
+        drawn = pickle.loads(b"".join(chunks))
+    except Exception:  # noqa: BLE001 - a crashed or failed child: empty or cut short
+        drawn = None
+    if not isinstance(drawn, list) or len(drawn) != expected:
+        log.debug("figure process %d failed; drawing its figures here", pid)
+        return None
+    return drawn
+
+
+def _reap(pid: int) -> None:
+    """Wait for the child (ours, by PID); kill it first when it is still running."""
+    done, _ = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
