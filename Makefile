@@ -60,6 +60,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 test: system-deps $(VENV)/.stamp $(AGENT_VENV)/.stamp wheels/.stamp dist/edgebench-agent.pyz arm-rootfs
+	$(BIN)/ruff check agent controller tests bench
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp $(AGENT_VENV)/.stamp dist/edgebench-agent.pyz

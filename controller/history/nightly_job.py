@@ -42,7 +42,7 @@ def remeasure_step(plan: tuple, store: Any) -> Callable[[list[tuple[str, str, st
                      ", ".join(group))
             run_fleet(chosen, chosen_models, dataclasses.replace(options, threads=(threads,)), target,
                       log_progress("controller.nightly.progress"))
-        target.save_run_info(finished=now())
+        target.save_run_info(finished=now_iso())
         return target.root
 
     return remeasure

@@ -35,9 +35,9 @@ def _import_matplotlib() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.backends.backend_agg  # noqa: F401 - the figure, axes, text and Agg modules
-    import matplotlib.figure  # noqa: F401
-    import PIL.PngImagePlugin  # noqa: F401
+    import matplotlib.backends.backend_agg  # the figure, axes, text and Agg modules
+    import matplotlib.figure
+    import PIL.PngImagePlugin  # noqa: F401 - the PNG writer
 
 
 def processes() -> int:
@@ -65,7 +65,7 @@ def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None
             os.close(read_end)
             try:
                 payload = pickle.dumps([calls[i][0](*calls[i][1]) for i in theirs])
-            except BaseException:  # the parent draws them and meets the error itself
+            except BaseException:  # noqa: BLE001 - also Ctrl-C: the parent draws them, meets the error itself
                 payload, code = b"", 1
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(payload)
