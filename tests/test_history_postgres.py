@@ -56,12 +56,19 @@ def test_two_controllers_run_at_once_and_both_see_both_runs(pg_database, tmp_pat
                                           "--out", str(folder / "reports")))
         (series,) = json.loads(out)["series"]  # same machine, same fingerprint: one series of 2 points
         assert series["count"] == 2 and sorted(p["run_id"] for p in series["points"]) == sorted(run_ids)
-    # the report of lab-a's run draws its trend from the shared store: lab-b's run is in it
-    folder = controllers[0][0] / "reports"
-    code, out, err = run_cli("report", "--out", str(folder), "--store", pg_database, "--format", "html", "--json")
-    assert code == 0, err
-    html = Path(json.loads(out)["files"][0]).read_text()
-    assert "the last 2 runs" in html and 'alt="demo trend"' in html
+    # a run's report draws its trend from the shared store, over the runs made up to that run's time:
+    # the later of the two runs has the other controller's run in it, the earlier one does not
+    made = sorted((json.loads((folder / "reports" / run_id / "run.json").read_text())["created"], folder)
+                  for (folder, _), run_id in zip(controllers, run_ids))
+    (first, first_folder), (last, last_folder) = made
+    for folder, runs_in_trend in ((last_folder, 2), (first_folder, 1 if first < last else 2)):
+        code, out, err = run_cli("report", "--out", str(folder / "reports"), "--store", pg_database,
+                                 "--format", "html", "--json")
+        assert code == 0, err
+        html = Path(json.loads(out)["files"][0]).read_text()
+        both = runs_in_trend == 2
+        assert ("the last 2 runs" in html) == both and ('alt="demo trend"' in html) == both, (first, last)
+        assert ("only this run so far" in html) == (not both)
 
 
 ADD_MANY = """
