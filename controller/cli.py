@@ -155,4 +155,4 @@ def _save_traceback(command: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

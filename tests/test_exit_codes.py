@@ -99,6 +99,7 @@ def test_the_process_entry_point_passes_the_code_and_flushes_everything(tmp_path
     assert usage.returncode == 2 and "usage: edgebench run" in usage.stderr and "--runs" in usage.stderr
     missing = cli("devices", "--devices", str(tmp_path / "nope.yaml"), "--json")
     assert missing.returncode == ExitCode.USAGE and "nope.yaml" in missing.stderr
+    assert "usage:" not in missing.stderr  # the message, not argparse's help
     inventory = write_inventory(tmp_path / "devices.yaml", [_local(tmp_path, f"dev-{i}") for i in range(300)])
     listed = cli("devices", "--devices", str(inventory), "--json")  # ~100 KB of JSON through a pipe
     assert listed.returncode == 0, listed.stderr

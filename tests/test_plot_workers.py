@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import time
 
 import pytest
@@ -57,6 +58,36 @@ def test_a_child_that_does_not_answer_is_killed_and_its_figures_drawn_here(monke
     out = plot_workers.draw_all([(hangs_in_the_child, (i,)) for i in range(2)], workers=2)
     assert out == [whose(0), whose(1)]
     assert time.monotonic() - start < 30
+
+
+def signals_here(i: int) -> tuple[int, bool, bool, int, set]:
+    """Who drew, whether Ctrl-C is ignored and SIGTERM left to its default, the alarm left, the blocked set."""
+    alarm = signal.alarm(0)
+    return (os.getpid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, alarm, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def test_the_child_ignores_ctrl_c_dies_on_sigterm_and_carries_an_alarm(monkeypatch):
+    monkeypatch.setattr(plot_workers, "PLOT_CHILD_TIMEOUT", 30.0)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    (parent, _, _, parent_alarm, parent_mask), (child, ignores, default, alarm, child_mask) = plot_workers.draw_all(
+        [(signals_here, (0,)), (signals_here, (1,))], workers=2)
+    assert parent == PARENT and child != PARENT
+    assert ignores and default and 30 < alarm <= 40  # PLOT_CHILD_TIMEOUT + 10 s
+    assert child_mask == parent_mask == mask  # unblocked again on both sides of the fork
+    assert parent_alarm == 0 and {s: signal.getsignal(s) for s in handlers} == handlers  # the parent's untouched
+
+
+def test_a_failed_fork_draws_everything_here(monkeypatch):
+    def no_fork():  # a fork refused for want of processes cannot be provoked as root here
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(plot_workers.os, "fork", no_fork)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    fds = len(os.listdir("/proc/self/fd"))
+    assert plot_workers.draw_all([(whose, (i,)) for i in range(3)], workers=2) == [whose(i) for i in range(3)]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_a_figure_that_cannot_be_drawn_raises_its_own_error():

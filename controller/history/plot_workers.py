@@ -11,7 +11,12 @@ parent draws the others. The child needs no pickled input (it has the parent's m
 Nothing is lost when the child fails: a child that crashes, sends something unreadable or has not
 answered within :data:`controller.defaults.PLOT_CHILD_TIMEOUT` seconds is killed (by its PID) and the
 parent draws its figures itself; a plot function that raises in the child raises in the parent too,
-from the parent's own call.
+from the parent's own call. A fork that fails (no memory, no process slots) draws everything here.
+
+The child never outlives its work for long: it ignores Ctrl-C (the parent handles it and kills the child),
+dies on SIGTERM without running the parent's handlers (signals are blocked across the fork, so none
+arrives before that is set up), and carries an alarm of ``PLOT_CHILD_TIMEOUT`` + 10 s, so even a
+parent killed with SIGKILL does not leave it holding the parent's open files (such as the nightly lock).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import select
+import selectors
 import signal
 import time
+import warnings
 from typing import Any, Callable
 
 from controller.defaults import PLOT_CHILD_TIMEOUT, PLOT_PROCESSES
@@ -58,14 +64,18 @@ def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None
     mine = list(range(0, len(calls), 2))
     theirs = list(range(1, len(calls), 2))
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    pid = _fork()
+    if pid is None:
+        os.close(read_end)
+        os.close(write_end)
+        return [fn(*args) for fn, args in calls]
     if pid == 0:  # the child: draw, send, leave without running the parent's exit code
         code = 0
         try:
             os.close(read_end)
             try:
                 payload = pickle.dumps([calls[i][0](*calls[i][1]) for i in theirs])
-            except BaseException:  # noqa: BLE001 - also Ctrl-C: the parent draws them, meets the error itself
+            except BaseException:  # noqa: BLE001 - the parent draws them and meets the error itself
                 payload, code = b"", 1
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(payload)
@@ -87,21 +97,47 @@ def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None
     return out
 
 
+CHILD_SIGNALS = {signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_DFL, signal.SIGALRM: signal.SIG_DFL}
+
+
+def _fork() -> int | None:
+    """``os.fork()`` with the signals of :data:`CHILD_SIGNALS` blocked across it; in the child (0) they get
+    those handlers and the alarm is set before they are unblocked. None (logged) when the fork fails."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set(CHILD_SIGNALS))
+    try:
+        with warnings.catch_warnings():  # Python 3.12 warns about fork with threads; the child uses none
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError as err:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        log.warning("no figure process (%s); drawing every figure here", err)
+        return None
+    if pid == 0:
+        try:
+            for signum, handler in CHILD_SIGNALS.items():
+                signal.signal(signum, handler)
+            signal.alarm(int(PLOT_CHILD_TIMEOUT) + 10)
+        except BaseException:  # noqa: BLE001 - never return into the parent's code; the parent draws
+            os._exit(1)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return pid
+
+
 def _collect(fd: int, pid: int, expected: int) -> list[bytes | None] | None:
     """The child's PNG list, or None (logged) when it failed or took longer than the timeout."""
     chunks = []
     end = time.monotonic() + PLOT_CHILD_TIMEOUT
-    while True:
-        left = end - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(0.0, left))
-        if not ready:
-            log.warning("figure process %d gave no answer within %g s; drawing its figures here", pid,
-                        PLOT_CHILD_TIMEOUT)
-            return None
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            break
-        chunks.append(chunk)
+    with selectors.DefaultSelector() as waiting:  # poll/epoll: any fd number, unlike select()
+        waiting.register(fd, selectors.EVENT_READ)
+        while True:
+            if not waiting.select(max(0.0, end - time.monotonic())):
+                log.warning("figure process %d gave no answer within %g s; drawing its figures here", pid,
+                            PLOT_CHILD_TIMEOUT)
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
     try:
         drawn = pickle.loads(b"".join(chunks))
     except Exception:  # noqa: BLE001 - a crashed or failed child: empty or cut short
