@@ -90,6 +90,52 @@ def test_a_failed_fork_draws_everything_here(monkeypatch):
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
 
 
+def test_ctrl_c_during_the_fork_kills_the_child_and_leaves_nothing_behind(monkeypatch):
+    """A Ctrl-C that arrives while the signals are blocked for the fork is raised when they are unblocked:
+    the child is killed and reaped, the pipe closed, the mask back."""
+    real_fork, children = os.fork, []
+
+    def fork_then_ctrl_c():
+        pid = real_fork()
+        if pid:
+            children.append(pid)
+            os.kill(os.getpid(), signal.SIGINT)  # blocked now: pending until the mask is restored
+        return pid
+
+    monkeypatch.setattr(plot_workers.os, "fork", fork_then_ctrl_c)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyboardInterrupt):
+        plot_workers.draw_all([(hangs_in_the_child, (i,)) for i in range(2)], workers=2)
+    (child,) = children
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # killed and reaped
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_an_error_raised_by_the_fork_itself_restores_the_mask(monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plot_workers.os, "fork", interrupted)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyboardInterrupt):
+        plot_workers.draw_all([(whose, (i,)) for i in range(2)], workers=2)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_the_child_unblocks_its_signals_even_when_the_caller_had_them_blocked():
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
+    try:
+        (_, _, _, _, parent_mask), (_, _, _, alarm, child_mask) = plot_workers.draw_all(
+            [(signals_here, (0,)), (signals_here, (1,))], workers=2)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    assert parent_mask == {signal.SIGTERM, signal.SIGUSR1} | previous
+    assert child_mask == {signal.SIGUSR1} | previous and alarm > 0  # SIGTERM and the alarm reach the child
+
+
 def test_a_figure_that_cannot_be_drawn_raises_its_own_error():
     with pytest.raises(ValueError, match="figure 1 cannot be drawn"):
         plot_workers.draw_all([(whose, (0,)), (broken, (1,))], workers=2)

@@ -64,7 +64,13 @@ def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None
     mine = list(range(0, len(calls), 2))
     theirs = list(range(1, len(calls), 2))
     read_end, write_end = os.pipe()
-    pid = _fork()
+    deadline = time.monotonic() + PLOT_CHILD_TIMEOUT  # from the fork, like the child's alarm
+    try:
+        pid = _fork()
+    except BaseException:  # a signal that was pending across the fork: the child is gone already
+        os.close(read_end)
+        os.close(write_end)
+        raise
     if pid is None:
         os.close(read_end)
         os.close(write_end)
@@ -86,7 +92,7 @@ def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None
     try:
         for i in mine:
             out[i] = calls[i][0](*calls[i][1])
-        drawn = _collect(read_end, pid, len(theirs))
+        drawn = _collect(read_end, pid, len(theirs), deadline)
     finally:
         os.close(read_end)
         _reap(pid)
@@ -102,35 +108,45 @@ CHILD_SIGNALS = {signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_DFL, 
 
 def _fork() -> int | None:
     """``os.fork()`` with the signals of :data:`CHILD_SIGNALS` blocked across it; in the child (0) they get
-    those handlers and the alarm is set before they are unblocked. None (logged) when the fork fails."""
+    those handlers and the alarm is set before they are unblocked. None (logged) when the fork fails. The
+    caller's mask is back on every path; a signal that arrived during the fork is raised here once the
+    child is killed and reaped."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set(CHILD_SIGNALS))
+    pid = None
     try:
         with warnings.catch_warnings():  # Python 3.12 warns about fork with threads; the child uses none
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
     except OSError as err:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         log.warning("no figure process (%s); drawing every figure here", err)
-        return None
-    if pid == 0:
-        try:
-            for signum, handler in CHILD_SIGNALS.items():
-                signal.signal(signum, handler)
-            signal.alarm(int(PLOT_CHILD_TIMEOUT) + 10)
-        except BaseException:  # noqa: BLE001 - never return into the parent's code; the parent draws
-            os._exit(1)
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    finally:
+        if pid == 0:
+            try:
+                for signum, handler in CHILD_SIGNALS.items():
+                    signal.signal(signum, handler)
+                signal.alarm(int(PLOT_CHILD_TIMEOUT) + 10)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set(blocked) - set(CHILD_SIGNALS))
+            except BaseException:  # noqa: BLE001 - never return into the parent's code; the parent draws
+                os._exit(1)
+        else:
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            except BaseException:
+                if pid:
+                    _reap(pid)
+                raise
     return pid
 
 
-def _collect(fd: int, pid: int, expected: int) -> list[bytes | None] | None:
-    """The child's PNG list, or None (logged) when it failed or took longer than the timeout."""
+def _collect(fd: int, pid: int, expected: int, deadline: float) -> list[bytes | None] | None:
+    """The child's PNG list, or None (logged) when it failed or had not answered by ``deadline``
+    (time.monotonic). A child that is still sending gets a second per chunk past the deadline; its alarm
+    ends it at the latest."""
     chunks = []
-    end = time.monotonic() + PLOT_CHILD_TIMEOUT
     with selectors.DefaultSelector() as waiting:  # poll/epoll: any fd number, unlike select()
         waiting.register(fd, selectors.EVENT_READ)
         while True:
-            if not waiting.select(max(0.0, end - time.monotonic())):
+            if not waiting.select(max(1.0 if chunks else 0.0, deadline - time.monotonic())):
                 log.warning("figure process %d gave no answer within %g s; drawing its figures here", pid,
                             PLOT_CHILD_TIMEOUT)
                 return None
