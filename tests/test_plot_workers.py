@@ -3,6 +3,7 @@ child could not deliver, and each PNG fitted to what it shows with one draw."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -79,15 +80,21 @@ def test_the_child_ignores_ctrl_c_dies_on_sigterm_and_carries_an_alarm(monkeypat
     assert parent_alarm == 0 and {s: signal.getsignal(s) for s in handlers} == handlers  # the parent's untouched
 
 
+@contextlib.contextmanager
+def mask_and_fds_kept():
+    """Assert that the block runs with this thread's signal mask and open file descriptors unchanged after."""
+    mask, fds = signal.pthread_sigmask(signal.SIG_BLOCK, []), len(os.listdir("/proc/self/fd"))
+    yield
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_a_failed_fork_draws_everything_here(monkeypatch):
     def no_fork():  # a fork refused for want of processes cannot be provoked as root here
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(plot_workers.os, "fork", no_fork)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    fds = len(os.listdir("/proc/self/fd"))
-    assert plot_workers.draw_all([(whose, (i,)) for i in range(3)], workers=2) == [whose(i) for i in range(3)]
-    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
+    with mask_and_fds_kept():
+        assert plot_workers.draw_all([(whose, (i,)) for i in range(3)], workers=2) == [whose(i) for i in range(3)]
 
 
 def test_ctrl_c_during_the_fork_kills_the_child_and_leaves_nothing_behind(monkeypatch):
@@ -103,14 +110,11 @@ def test_ctrl_c_during_the_fork_kills_the_child_and_leaves_nothing_behind(monkey
         return pid
 
     monkeypatch.setattr(plot_workers.os, "fork", fork_then_ctrl_c)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    fds = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(KeyboardInterrupt):
+    with mask_and_fds_kept(), pytest.raises(KeyboardInterrupt):
         plot_workers.draw_all([(hangs_in_the_child, (i,)) for i in range(2)], workers=2)
     (child,) = children
     with pytest.raises(ChildProcessError):
         os.waitpid(child, os.WNOHANG)  # killed and reaped
-    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_an_error_raised_by_the_fork_itself_restores_the_mask(monkeypatch):
@@ -118,11 +122,8 @@ def test_an_error_raised_by_the_fork_itself_restores_the_mask(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(plot_workers.os, "fork", interrupted)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    fds = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(KeyboardInterrupt):
+    with mask_and_fds_kept(), pytest.raises(KeyboardInterrupt):
         plot_workers.draw_all([(whose, (i,)) for i in range(2)], workers=2)
-    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask and len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_the_child_unblocks_its_signals_even_when_the_caller_had_them_blocked():
