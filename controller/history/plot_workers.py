@@ -65,15 +65,14 @@ def draw_all(calls: list[Call], workers: int | None = None) -> list[bytes | None
     theirs = list(range(1, len(calls), 2))
     read_end, write_end = os.pipe()
     deadline = time.monotonic() + PLOT_CHILD_TIMEOUT  # from the fork, like the child's alarm
+    pid = None
     try:
         pid = _fork()
-    except BaseException:  # a signal that was pending across the fork: the child is gone already
-        os.close(read_end)
-        os.close(write_end)
-        raise
+    finally:
+        if pid is None:  # no child: the fork failed, or a signal pending across it was raised
+            os.close(read_end)
+            os.close(write_end)
     if pid is None:
-        os.close(read_end)
-        os.close(write_end)
         return [fn(*args) for fn, args in calls]
     if pid == 0:  # the child: draw, send, leave without running the parent's exit code
         code = 0

@@ -36,9 +36,9 @@ def _png(fig: Figure) -> bytes:
     """The figure as PNG, fitted to what it shows plus a small margin, like savefig's
     ``bbox_inches="tight"`` but with one draw instead of two (that was half of the HTML report's time):
     the box of everything drawn is measured without drawing, the figure is resized to it (each axes kept
-    at its size in inches, moved by the box's offset: labels that stuck out are brought in) and drawn once. Made for this module's
-    figures: axes that share a position (twinx pairs) and figure-level artists (suptitle, fig.legend) are
-    not moved."""
+    at its size in inches, moved by the box's offset: labels that stuck out are brought in) and drawn once.
+    Made for this module's figures: axes that share a position (twinx pairs) and figure-level artists
+    (suptitle, fig.legend) are not moved."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
